@@ -1,0 +1,541 @@
+"""One workflow instance: its calls, mailbox and waits, driven by committed records.
+
+An actor changes only when a record of its instance is committed (``committed``),
+in log order, and replay feeds it the same records in the same order: so the live
+instance and the one rebuilt after a crash go through the same states. Workflow
+code runs on the instance's own :class:`~actorflow.loop.InstanceLoop`, stepped
+synchronously after each change, so an instance never races with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from actorflow import codec
+from actorflow.errors import (
+    ActorflowError,
+    EventCancelled,
+    EventFailed,
+    NonDeterminismError,
+    StepFailed,
+    WaitTimeout,
+)
+from actorflow.events import lookup_name
+from actorflow.log import logger as _log
+from actorflow.loop import InstanceLoop, host_loop
+from actorflow.records import (
+    CancelRequested,
+    Effect,
+    EventReturned,
+    EventSent,
+    EventState,
+    Finished,
+    Outcome,
+    Record,
+    Snapshot,
+    Value,
+    apply,
+)
+from actorflow.steps import error_info
+
+if TYPE_CHECKING:
+    from actorflow.clock import Clock
+    from actorflow.context import Context
+    from actorflow.timers import Timer, TimerWheel
+    from actorflow.workflow import Workflow
+    from actorflow.writer import GroupWriter
+
+
+WAIT_KINDS = frozenset({"event", "timer", "condition", "query"})
+
+
+class Phase(enum.Enum):
+    """Where an actor is in its life."""
+
+    REPLAYING = "replaying"  # fed stored effects; nothing it does goes live yet
+    LIVE = "live"
+    FINISHING = "finishing"  # the workflow returned; its Finished record is being written
+    FINISHED = "finished"
+    HELD = "held"  # cannot run here (unknown workflow, non-determinism, failed write)
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One call a workflow made on its context, waiting for its outcome."""
+
+    seq: int
+    kind: str  # step | event | timer | condition | query
+    name: str
+    future: asyncio.Future[Any]
+    decoder: msgspec.msgpack.Decoder[Any] | None = None
+    token: str | None = None
+    deadline: float | None = None
+    timer: Timer | None = None
+    bound: bool = False  # its outcome is decided and being written
+    spec: Any = None  # what going live needs: the step, the predicate, the query
+    watch: Any = None  # a running query's watch, stopped with the call
+
+
+class Services:
+    """What actors use from their runtime."""
+
+    __slots__ = ("clock", "on_finished", "run_query", "run_step", "timers", "writer")
+
+    def __init__(
+        self,
+        writer: GroupWriter,
+        clock: Clock,
+        timers: TimerWheel,
+        run_step: Callable[[Actor, Call], None],
+        run_query: Callable[[Actor, Call], None],
+        on_finished: Callable[[Actor], None],
+    ) -> None:
+        self.writer = writer
+        self.clock = clock
+        self.timers = timers
+        self.run_step = run_step
+        self.run_query = run_query
+        self.on_finished = on_finished
+
+
+class Actor:
+    """A workflow instance in memory; see the module docstring."""
+
+    def __init__(
+        self, services: Services, snapshot: Snapshot, definition: Workflow[Any] | None
+    ) -> None:
+        self.id = snapshot.id
+        self.snapshot = snapshot
+        self.definition = definition
+        self.services = services
+        self.phase = Phase.REPLAYING
+        self.detail: str | None = None
+        self.held: ActorflowError | None = None
+        self.loop = InstanceLoop(self.id)  # type: ignore[abstract]
+        self.state: Any = definition.new_state() if definition is not None else None
+        self.next_seq = 0
+        self.calls: dict[int, Call] = {}
+        self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
+        self.task: asyncio.Task[Any] | None = None
+        self.done: asyncio.Future[None] = host_loop().create_future()
+        # Live indexes: unbound waits and unconsumed, unreserved events, oldest first.
+        self._waits_by_name: dict[str, dict[int, Call]] = {}
+        self._waits_by_token: dict[str, Call] = {}
+        self._conditions: dict[int, Call] = {}
+        self._mail_by_name: dict[str, dict[int, EventState]] = {}
+        self._mail_by_token: dict[str, EventState] = {}
+        self._reserved: set[int] = set()
+        self._used_tokens = {e.token for e in snapshot.events if e.token is not None}
+        self._outcomes: dict[int, Outcome] = {}
+        self._context: Context[Any] | None = None
+
+    # -- life ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Replay the stored effects, then go live (or hold, saying why in ``detail``)."""
+        from actorflow.context import Context
+
+        definition = self.definition
+        if definition is None:
+            self._hold(
+                f"workflow {self.snapshot.workflow!r} is not defined in this process; "
+                "the instance waits, untouched, for a runtime that defines it"
+            )
+            return
+        try:
+            args = definition.decode_args(self.snapshot.args)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._hold(f"stored arguments do not fit {definition.name!r}'s parameters: {exc}")
+            return
+        history = self.snapshot.history
+        self._outcomes = {e.seq: e for e in history if isinstance(e, Outcome)}
+        self._context = Context(self)
+        self.task = self.loop.create_task(self._main(definition, args))
+        self.task.add_done_callback(self._task_done)
+        self.loop.run()
+        for effect in history:
+            if self.phase is not Phase.REPLAYING:
+                break
+            self._replay(effect)
+        if self.phase is Phase.HELD:
+            return
+        self._outcomes = {}
+        self._go_live()
+
+    async def _main(self, definition: Workflow[Any], args: list[Any]) -> Any:
+        return await definition.fn(self._context, *args)
+
+    def _go_live(self) -> None:
+        if self.phase is Phase.REPLAYING:
+            self.phase = Phase.LIVE
+        for event in self.snapshot.events:
+            if event.consumed_at is None:
+                self._to_mailbox(event)
+        for call in list(self.calls.values()):
+            if not call.future.done():
+                self._activate(call)
+        self._check_conditions()
+
+    def _hold(self, why: str, error: type[ActorflowError] = ActorflowError) -> None:
+        self.phase = Phase.HELD
+        self.detail = why
+        self.held = error(f"instance {self.id!r} is held: {why}")
+        self.loop.drop()
+        for call in self.calls.values():
+            if call.timer is not None:
+                call.timer.cancel()
+        _log.warning("workflow.held", workflow_id=self.id, detail=why)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if self.phase is Phase.HELD:
+            return
+        result: bytes | None = None
+        error = None
+        if task.cancelled():
+            status = "cancelled"
+        elif (failure := task.exception()) is not None:
+            status, error = "failed", error_info(failure)
+        else:
+            try:
+                result = codec.encode(task.result(), "the workflow's return value")
+                status = "completed"
+            except TypeError as exc:
+                status, error = "failed", error_info(exc)
+        self.phase = Phase.FINISHING
+        for call in self.calls.values():
+            self._unregister(call)
+        self.services.writer.append(
+            [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
+        )
+
+    # -- calls (made by the context) ----------------------------------------------
+    def open_call(self, kind: str, name: str, decoder: Any = None) -> Call:
+        """Give the workflow's next call its sequence number, checking it against the journal."""
+        seq = self.next_seq
+        self.next_seq += 1
+        call = Call(seq, kind, name, self.loop.create_future(), decoder)
+        if self.phase is Phase.HELD:
+            return call  # never resolves: a held instance does not run on
+        recorded = self._outcomes.get(seq)
+        if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
+            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
+            return call
+        self.calls[seq] = call
+        call.future.add_done_callback(functools.partial(self._call_done, call))
+        return call
+
+    def start_call(self, call: Call) -> None:
+        """Make an opened call take effect (live), or leave it for replay to resolve."""
+        if self.phase is Phase.LIVE and not call.future.done() and call.seq in self.calls:
+            self._activate(call)
+
+    def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
+        """The next sequence number and its stored value, if replay has one."""
+        seq = self.next_seq
+        self.next_seq += 1
+        recorded = self.snapshot.values.get(seq)
+        if recorded is None:
+            return seq, None
+        if (recorded.kind, recorded.name) != (kind, name):
+            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
+            return seq, None
+        return seq, recorded.value
+
+    def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
+        """Store a value made now by call ``seq`` (written after anything queued before)."""
+        if self.phase is not Phase.HELD:
+            record = Value(self.id, seq, kind, name, value, self.services.clock.now())
+            self.snapshot.values[seq] = record
+            self.services.writer.append([record])
+
+    def _diverged(self, seq: int, stored: str, made: str) -> None:
+        error = NonDeterminismError(
+            f"workflow {self.id!r} call #{seq}: the journal holds {stored} but the code now "
+            f"makes {made}; restore the code that started this instance"
+        )
+        self._hold(str(error), NonDeterminismError)
+
+    def _call_done(self, call: Call, _future: object = None) -> None:
+        if call.future.cancelled() and not call.bound:
+            self.calls.pop(call.seq, None)
+            self._unregister(call)
+
+    def _activate(self, call: Call) -> None:
+        if call.kind == "step":
+            self.services.run_step(self, call)
+            return
+        if call.deadline is not None:
+            call.timer = self.services.timers.schedule(call.deadline, lambda: self._expire(call))
+        if call.kind == "event":
+            self._wait_for_event(call)
+        elif call.kind == "condition":
+            self._conditions[call.seq] = call
+        elif call.kind == "query":
+            self.services.run_query(self, call)
+
+    def _unregister(self, call: Call) -> None:
+        if call.timer is not None:
+            call.timer.cancel()
+            call.timer = None
+        if call.watch is not None:
+            call.watch.cancel()
+            call.watch = None
+        if call.kind == "event":
+            if call.token is not None:
+                if self._waits_by_token.get(call.token) is call:
+                    del self._waits_by_token[call.token]
+            else:
+                waits = self._waits_by_name.get(call.name)
+                if waits is not None:
+                    waits.pop(call.seq, None)
+        elif call.kind == "condition":
+            self._conditions.pop(call.seq, None)
+
+    def bind(self, call: Call, outcome: Outcome) -> None:
+        """Decide ``call``'s outcome and write it; the workflow sees it once committed."""
+        if call.bound or call.future.done() or self.phase is not Phase.LIVE:
+            return
+        call.bound = True
+        self._unregister(call)
+        self.services.writer.append([outcome])
+
+    def outcome(self, call: Call, **fields: Any) -> Outcome:
+        """A new outcome record for ``call``."""
+        return Outcome(self.id, call.seq, call.kind, call.name, self.services.clock.now(), **fields)
+
+    def _expire(self, call: Call) -> None:
+        call.timer = None
+        if call.kind == "timer":
+            self.bind(call, self.outcome(call))
+        else:
+            what = f"{call.kind} {call.name!r}"
+            error = error_info(WaitTimeout(f"timed out waiting for {what}"))
+            self.bind(call, self.outcome(call, error=error))
+
+    # -- events ----------------------------------------------------------------------
+    def offer(
+        self,
+        name: str,
+        token: str | None,
+        payload: bytes | None,
+        error: str | None,
+        cancelled: bool,
+        created_at: float | None = None,
+    ) -> asyncio.Future[None]:
+        """Accept an event; the future resolves once it is durable (and applied)."""
+        if self.phase in (Phase.FINISHING, Phase.FINISHED):
+            raise ActorflowError(f"workflow instance {self.id!r} has finished; it takes no events")
+        now = self.services.clock.now()
+        if token is not None:
+            self._used_tokens.add(token)
+        event_id = self.next_event_id
+        self.next_event_id += 1
+        handled = self.definition is not None and name in self.definition.handlers
+        sent = EventSent(
+            self.id, event_id, name, token, payload, error, cancelled,
+            now if created_at is None else created_at, now, handled,
+        )  # fmt: skip
+        records: list[Record] = [sent]
+        if not handled and self.phase is Phase.LIVE:
+            call = self._waiting_call(name, token)
+            if call is not None:
+                call.bound = True
+                self._unregister(call)
+                self._reserved.add(event_id)
+                records.append(self.outcome(call, event=event_id))
+        return self.services.writer.append_acked(records)
+
+    def token_used(self, token: str) -> bool:
+        """Whether an event was already sent (or is being written) for ``token``."""
+        return token in self._used_tokens
+
+    def _waiting_call(self, name: str, token: str | None) -> Call | None:
+        if token is not None:
+            return self._waits_by_token.get(token)
+        waits = self._waits_by_name.get(name)
+        return next(iter(waits.values())) if waits else None
+
+    def _wait_for_event(self, call: Call) -> None:
+        if call.token is not None:
+            event = self._mail_by_token.pop(call.token, None)
+            if event is None:
+                self._waits_by_token[call.token] = call
+                return
+        else:
+            mail = self._mail_by_name.get(call.name)
+            if not mail:
+                self._waits_by_name.setdefault(call.name, {})[call.seq] = call
+                return
+            event = mail.pop(next(iter(mail)))
+        self._reserved.add(event.id)
+        self.bind(call, self.outcome(call, event=event.id))
+
+    def _to_mailbox(self, event: EventState) -> None:
+        if event.token is not None:
+            call = self._waits_by_token.get(event.token)
+        else:
+            call = self._waiting_call(event.name, None)
+        if call is not None:
+            self._reserved.add(event.id)
+            self.bind(call, self.outcome(call, event=event.id))
+        elif event.token is not None:
+            self._mail_by_token[event.token] = event
+        else:
+            mail = self._mail_by_name.setdefault(event.name, {})
+            mail[event.id] = event
+            if next(reversed(mail)) != event.id:  # a returned event keeps its place
+                self._mail_by_name[event.name] = dict(sorted(mail.items()))
+
+    def event(self, event_id: int) -> EventState:
+        """An event of this instance by id."""
+        for event in reversed(self.snapshot.events):
+            if event.id == event_id:
+                return event
+        raise KeyError(event_id)
+
+    # -- committed records -----------------------------------------------------------
+    def committed(self, record: Record) -> None:
+        """Fold a committed record into the snapshot, then react to it."""
+        apply(self.snapshot, record)
+        if self.phase is Phase.HELD:
+            return
+        match record:
+            case Outcome():
+                self._deliver(record)
+            case EventSent():
+                if record.handled:
+                    self._handle(record)
+                elif record.id not in self._reserved:  # else its Outcome follows in this batch
+                    self._to_mailbox(self.event(record.id))
+            case EventReturned():
+                self._to_mailbox(self.event(record.id))
+            case CancelRequested():
+                self._cancel()
+            case Finished():
+                self.phase = Phase.FINISHED
+                self.services.on_finished(self)
+
+    def write_failed(self, records: list[Record], error: Exception) -> None:
+        """Records of this instance were not written: hold it until the next open replays it."""
+        self._hold(f"a write failed ({error}); the instance resumes when the runtime reopens")
+
+    def _replay(self, effect: Effect) -> None:
+        match effect:
+            case Outcome():
+                call = self.calls.get(effect.seq)
+                if call is None:
+                    if effect.seq >= self.next_seq:
+                        self._hold(
+                            f"workflow {self.id!r}: the journal holds the outcome of call "
+                            f"#{effect.seq} ({effect.kind} {effect.name!r}) but the code no longer "
+                            "makes that call; restore the code that started this instance",
+                            NonDeterminismError,
+                        )
+                    return  # the workflow had cancelled that call
+                self._deliver(effect)
+            case EventSent():
+                self._handle(effect)
+            case CancelRequested():
+                self._cancel()
+
+    def _deliver(self, outcome: Outcome) -> None:
+        call = self.calls.pop(outcome.seq, None)
+        if call is None:
+            return
+        future = call.future
+        if future.done():
+            if outcome.event is not None and self.phase is Phase.LIVE:
+                self.services.writer.append([EventReturned(self.id, outcome.event)])
+            return
+        self._reserved.discard(outcome.event if outcome.event is not None else -1)
+        try:
+            future.set_result(self._result(call, outcome))
+        except BaseException as exc:
+            future.set_exception(exc)
+        self._run()
+
+    def _result(self, call: Call, outcome: Outcome) -> Any:
+        error = outcome.error
+        if error is not None:
+            if error.type == "WaitTimeout":
+                raise WaitTimeout(error.message)
+            if call.kind == "step":
+                raise StepFailed(call.name, error.type, error.message)
+            raise ActorflowError(f"{call.kind} {call.name!r} failed: {error.type}: {error.message}")
+        if outcome.event is not None:
+            event = self.event(outcome.event)
+            if event.error is not None:
+                raise EventFailed(event.name, event.error)
+            if event.cancelled:
+                raise EventCancelled(event.name)
+            definition = lookup_name(event.name)
+            if definition is None:
+                return codec.decoder(Any).decode(event.payload) if event.payload else None
+            return definition.decode(event.payload)
+        if outcome.value is None:
+            return None
+        decoder = call.decoder or codec.decoder(Any)
+        return decoder.decode(outcome.value)
+
+    def _handle(self, sent: EventSent) -> None:
+        definition = self.definition
+        handler = definition.handlers.get(sent.name) if definition is not None else None
+        if handler is None:
+            self._hold(
+                f"workflow {self.id!r}: event {sent.name!r} was handled by a handler the code "
+                "no longer has; restore the code that started this instance",
+                NonDeterminismError,
+            )
+            return
+        event, fn = handler
+        try:
+            fn(self.state, event.decode(sent.payload))
+        except Exception as exc:
+            _log.error("handler.failed", workflow_id=self.id, name=sent.name, error=repr(exc))
+        self._check_conditions()
+
+    def _cancel(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            self._run()
+
+    def _run(self) -> None:
+        self.loop.run()
+        if self._conditions and self.phase is Phase.LIVE:
+            self._check_conditions()
+
+    def _check_conditions(self) -> None:
+        if self.phase is not Phase.LIVE:
+            return
+        for call in list(self._conditions.values()):
+            try:
+                met = bool(call.spec())
+            except Exception as exc:
+                self.bind(call, self.outcome(call, error=error_info(exc)))
+                continue
+            if met:
+                self.bind(call, self.outcome(call))
+
+    # -- views -----------------------------------------------------------------------
+    def open_waits(self) -> list[Call]:
+        """The waits the instance is parked on now, in call order."""
+        return [
+            c
+            for c in self.calls.values()
+            if c.kind in WAIT_KINDS and not c.bound and not c.future.done()
+        ]
+
+    @property
+    def status(self) -> str:
+        """``running``, ``waiting`` or the stored final status."""
+        if self.phase is Phase.FINISHED:
+            return self.snapshot.status
+        if any(c.kind == "step" for c in self.calls.values()):
+            return "running"
+        return "waiting" if self.open_waits() else "running"

@@ -1,0 +1,218 @@
+"""``Context``: the calls a workflow makes. Each gets the next sequence number; its
+outcome is read back from the journal on replay, so no side effect runs twice."""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from actorflow import codec
+from actorflow.clock import from_datetime, seconds, to_datetime
+from actorflow.events import Event, EventRef, new_token
+from actorflow.steps import Retry
+
+if TYPE_CHECKING:
+    from actorflow.actor import Actor, Call
+
+S = TypeVar("S")
+T = TypeVar("T")
+
+_float = codec.decoder(float)
+_str = codec.decoder(str)
+_bytes = codec.decoder(bytes)
+
+
+class Context(Generic[S]):
+    """What a workflow is given: durable steps, waits, timers, state and deterministic values.
+
+    Every method must be called from the workflow's own code (its task or tasks it
+    started): the order of the calls is what replay checks against the journal.
+    """
+
+    __slots__ = ("_actor",)
+
+    def __init__(self, actor: Actor) -> None:
+        self._actor = actor
+
+    @property
+    def workflow_id(self) -> str:
+        """The instance ID."""
+        return self._actor.id
+
+    @property
+    def state(self) -> S:
+        """The instance's state (the ``state=`` Struct), rebuilt on replay by its handlers."""
+        return self._actor.state  # type: ignore[no-any-return]
+
+    # -- steps -----------------------------------------------------------------------
+    @overload
+    def step(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> asyncio.Future[T]: ...
+    @overload
+    def step(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> asyncio.Future[T]: ...
+    def step(
+        self,
+        fn: Callable[..., Any],
+        *args: Any,
+        retry: Retry | None = None,
+        timeout: float | timedelta | None = None,
+        name: str | None = None,
+    ) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` once and store its result (or final error, raised here as
+        :class:`StepFailed`); on replay the stored outcome is returned without running it.
+        ``timeout`` bounds each attempt (real time); ``retry`` says how failures are retried.
+        """
+        step_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        call = self._actor.open_call("step", step_name, codec.decoder(codec.return_type(fn)))
+        call.spec = (fn, args, retry, seconds(timeout, "timeout"))
+        self._actor.start_call(call)
+        return call.future
+
+    # -- waits -----------------------------------------------------------------------
+    def wait_event(
+        self, event: Event[T] | EventRef[T], timeout: float | timedelta | None = None
+    ) -> asyncio.Future[T]:
+        """Pause until ``event`` (by name, or the event of a token) is delivered to this
+        instance; return its payload. An event sent earlier waits in the mailbox.
+        Raises :class:`WaitTimeout`, :class:`EventFailed` or :class:`EventCancelled`."""
+        if isinstance(event, EventRef):
+            call = self._wait("event", event.event.name, timeout)
+            call.token = event.id
+        elif isinstance(event, Event):
+            call = self._wait("event", event.name, timeout)
+        else:
+            raise TypeError(f"wait_event takes an af.Event or an EventRef, got {event!r}")
+        self._actor.start_call(call)
+        return call.future
+
+    async def create_event(self, event: Event[T]) -> EventRef[T]:
+        """Make an event ahead of time; its ``id`` is a single-use token anyone holding it
+        can resolve with ``rt.resolve``. A token may be resolved before it is awaited."""
+        seq, stored = self._actor.recorded_value("create_event", event.name)
+        if stored is not None:
+            return EventRef(_str.decode(stored), event)
+        token = new_token()
+        self._actor.record_value(seq, "create_event", event.name, codec.ENCODER.encode(token))
+        return EventRef(token, event)
+
+    def wait_until(
+        self, predicate: Callable[[], object], timeout: float | timedelta | None = None
+    ) -> asyncio.Future[None]:
+        """Pause until ``predicate()`` (pure, over ``ctx.state``) is true; it is checked
+        now and after every change of this instance's state, never by polling."""
+        call = self._wait("condition", "condition", timeout)
+        call.spec = predicate
+        self._actor.start_call(call)
+        return call.future
+
+    def wait_for(
+        self,
+        query: Callable[..., Awaitable[T] | T],
+        *args: Any,
+        on: tuple[str, ...] | list[str] | str = (),
+        every: float | timedelta | None = None,
+        timeout: float | timedelta | None = None,
+    ) -> asyncio.Future[T]:
+        """Pause until ``query(*args)`` returns a truthy value, and return it. The query
+        runs now, whenever ``rt.notify`` names one of the ``on`` topics, and every
+        ``every``; errors it raises are logged and it is tried again on the next trigger."""
+        name = getattr(query, "__qualname__", None) or repr(query)
+        call = self._wait("query", name, timeout)
+        call.decoder = codec.decoder(codec.return_type(query))
+        topics = (on,) if isinstance(on, str) else tuple(on)
+        call.spec = (query, args, topics, seconds(every, "every"))
+        self._actor.start_call(call)
+        return call.future
+
+    def sleep(self, delay: float | timedelta) -> asyncio.Future[None]:
+        """A durable timer: resume after ``delay`` (seconds or timedelta), across restarts."""
+        return self._timer(self._deadline(seconds(delay, "delay") or 0.0))
+
+    def sleep_until(self, when: datetime) -> asyncio.Future[None]:
+        """A durable timer: resume at the aware datetime ``when``."""
+        return self._timer(self._deadline(None, from_datetime(when, "sleep_until(when)")))
+
+    def _timer(self, deadline: tuple[int, float]) -> asyncio.Future[None]:
+        call = self._actor.open_call("timer", "sleep")
+        call.deadline = deadline[1]
+        self._actor.start_call(call)
+        return call.future
+
+    def _wait(self, kind: str, name: str, timeout: float | timedelta | None) -> Call:
+        limit = seconds(timeout, "timeout")
+        call = self._actor.open_call(kind, name)
+        if limit is not None:
+            call.deadline = self._deadline(limit)[1]
+        return call
+
+    def _deadline(self, delay: float | None, at: float | None = None) -> tuple[int, float]:
+        seq, stored = self._actor.recorded_value("deadline", "deadline")
+        if stored is not None:
+            return seq, _float.decode(stored)
+        when = at if at is not None else self._actor.services.clock.now() + (delay or 0.0)
+        self._actor.record_value(seq, "deadline", "deadline", codec.ENCODER.encode(when))
+        return seq, when
+
+    # -- composition -----------------------------------------------------------------
+    async def first(self, *waits: Awaitable[Any]) -> tuple[int, Any]:
+        """Wait for the first of ``waits`` to finish; return ``(index, value)`` (or raise
+        its error) and cancel the others. A cancelled event wait consumes nothing."""
+        if not waits:
+            raise ValueError("ctx.first() needs at least one wait")
+        futures = [asyncio.ensure_future(w) for w in waits]
+        try:
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            winner = next((i for i, f in enumerate(futures) if f.done()), None)
+            losers = [f for i, f in enumerate(futures) if i != winner and not f.done()]
+            for f in losers:
+                f.cancel()
+            if losers:
+                await asyncio.wait(losers)
+        assert winner is not None
+        return winner, futures[winner].result()
+
+    # -- deterministic values --------------------------------------------------------
+    def now(self) -> datetime:
+        """The current time (aware UTC), the same on replay."""
+        seq, stored = self._actor.recorded_value("now", "now")
+        if stored is not None:
+            return to_datetime(_float.decode(stored))
+        now = self._actor.services.clock.now()
+        self._actor.record_value(seq, "now", "now", codec.ENCODER.encode(now))
+        return to_datetime(now)
+
+    def random(self) -> float:
+        """A random float in [0, 1), the same on replay."""
+        seq, stored = self._actor.recorded_value("random", "random")
+        if stored is not None:
+            return float(_float.decode(stored))
+        value = _random.random()
+        self._actor.record_value(seq, "random", "random", codec.ENCODER.encode(value))
+        return value
+
+    def uuid4(self) -> uuid.UUID:
+        """A random UUID, the same on replay."""
+        seq, stored = self._actor.recorded_value("uuid4", "uuid4")
+        if stored is not None:
+            return uuid.UUID(bytes=_bytes.decode(stored))
+        value = uuid.uuid4()
+        self._actor.record_value(seq, "uuid4", "uuid4", codec.ENCODER.encode(value.bytes))
+        return value

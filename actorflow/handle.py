@@ -1,0 +1,99 @@
+"""``Handle``: follow one instance from outside — its result, status, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from actorflow import codec
+from actorflow.actor import Phase
+from actorflow.clock import seconds
+from actorflow.errors import (
+    ActorflowError,
+    RuntimeClosed,
+    WaitTimeout,
+    WorkflowCancelled,
+    WorkflowFailed,
+)
+from actorflow.records import Snapshot
+from actorflow.status import Status
+from actorflow.workflow import lookup
+
+if TYPE_CHECKING:
+    from actorflow.runtime import Runtime
+
+R = TypeVar("R")
+
+
+class Handle(Generic[R]):
+    """A handle on instance ``id`` of workflow ``workflow`` (its name)."""
+
+    __slots__ = ("_runtime", "_workflow", "id")
+
+    def __init__(self, runtime: Runtime, id: str, workflow: str | None) -> None:
+        self._runtime = runtime
+        self.id = id
+        self._workflow = workflow
+
+    def __repr__(self) -> str:
+        return f"<Handle {self.id!r} of {self._workflow!r}>"
+
+    @property
+    def workflow(self) -> str | None:
+        """The workflow's name (``None`` until known for a handle made by id)."""
+        return self._workflow
+
+    async def result(self, timeout: float | timedelta | None = None) -> R:
+        """Wait for the instance to end and return its result (real-time ``timeout``).
+
+        Raises :class:`WorkflowFailed`, :class:`WorkflowCancelled`, :class:`WaitTimeout`,
+        :class:`RuntimeClosed`, or :class:`NonDeterminismError` for a held instance.
+        """
+        rt = self._runtime
+        rt._check_open()
+        actor = rt._actors.get(self.id)
+        if actor is not None:
+            limit = seconds(timeout, "timeout")
+            if actor.phase is not Phase.HELD:
+                try:
+                    await asyncio.wait_for(asyncio.shield(actor.done), limit)
+                except TimeoutError:
+                    raise WaitTimeout(
+                        f"workflow {self.id!r} did not finish within {limit} s"
+                    ) from None
+            if actor.held is not None:
+                raise actor.held
+            if actor.phase is not Phase.FINISHED:
+                raise RuntimeClosed(f"the runtime closed before {self.id!r} finished")
+            snapshot = actor.snapshot
+        else:
+            found = await rt._lookup(self.id)
+            if found is None:
+                raise ActorflowError(f"no workflow instance with id {self.id!r}")
+            snapshot = found
+        self._workflow = snapshot.workflow
+        return self._outcome(snapshot)
+
+    def _outcome(self, snapshot: Snapshot) -> R:
+        if snapshot.status == "completed":
+            definition = lookup(snapshot.workflow)
+            decoder = definition.result_decoder if definition else codec.decoder(Any)
+            if snapshot.result is None:
+                return None  # type: ignore[return-value]
+            return decoder.decode(snapshot.result)  # type: ignore[no-any-return]
+        error = snapshot.error
+        if snapshot.status == "cancelled":
+            raise WorkflowCancelled(f"workflow {self.id!r} was cancelled")
+        assert error is not None
+        raise WorkflowFailed(self.id, error.type, error.message)
+
+    async def status(self) -> Status:
+        """The instance's :class:`Status`, live."""
+        found = await self._runtime.status(self.id)
+        self._workflow = found.workflow
+        return found
+
+    async def cancel(self) -> None:
+        """Ask the instance to cancel; durable and idempotent, no-op once it has ended."""
+        await self._runtime.cancel(self.id)

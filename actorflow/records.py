@@ -1,0 +1,248 @@
+"""Every stored record, as msgspec Structs, and the fold that turns them into snapshots.
+
+The write-ahead log holds a tagged union of these records. A :class:`Snapshot` is
+what an instance's records fold into (:func:`apply`); the live actor, recovery and
+checkpoints all use that one fold, so the in-memory view and the stored one cannot
+drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class ErrorInfo(msgspec.Struct, array_like=True, frozen=True):
+    """An error as stored: the exception's ``__qualname__``, its text, and a traceback."""
+
+    type: str
+    message: str
+    traceback: str = ""
+
+
+class Started(msgspec.Struct, tag="start", array_like=True):
+    """An instance was started with these msgspec-encoded arguments."""
+
+    wf: str
+    workflow: str
+    args: list[bytes]
+    at: float
+
+
+class Value(msgspec.Struct, tag="value", array_like=True):
+    """A value a call produced synchronously (now, random, uuid4, a deadline, a token)."""
+
+    wf: str
+    seq: int
+    kind: str
+    name: str
+    value: bytes
+    at: float
+
+
+class Outcome(msgspec.Struct, tag="outcome", array_like=True):
+    """The outcome of call ``seq``: a value, an error, or the event it consumed."""
+
+    wf: str
+    seq: int
+    kind: str
+    name: str
+    at: float
+    value: bytes | None = None
+    error: ErrorInfo | None = None
+    event: int | None = None
+
+
+class EventSent(msgspec.Struct, tag="event", array_like=True):
+    """An event was durably accepted for instance ``wf`` (by name, or by ``token``)."""
+
+    wf: str
+    id: int
+    name: str
+    token: str | None
+    payload: bytes | None
+    error: str | None
+    cancelled: bool
+    created_at: float
+    sent_at: float
+    handled: bool = False
+
+
+class EventReturned(msgspec.Struct, tag="returned", array_like=True):
+    """An event bound to a wait that was cancelled before it saw it: back to the mailbox."""
+
+    wf: str
+    id: int
+
+
+class CancelRequested(msgspec.Struct, tag="cancel", array_like=True):
+    """Someone asked for the instance to be cancelled."""
+
+    wf: str
+    at: float
+
+
+class AttemptFailed(msgspec.Struct, tag="attempt", array_like=True):
+    """Attempt ``attempt`` of step call ``seq`` raised; it will be retried."""
+
+    wf: str
+    seq: int
+    attempt: int
+    error: ErrorInfo
+    at: float
+
+
+class Finished(msgspec.Struct, tag="finish", array_like=True):
+    """The instance ended: ``completed`` (with ``result``), ``failed`` or ``cancelled``."""
+
+    wf: str
+    status: Literal["completed", "failed", "cancelled"]
+    at: float
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+
+
+Record = (
+    Started
+    | Value
+    | Outcome
+    | EventSent
+    | EventReturned
+    | CancelRequested
+    | AttemptFailed
+    | Finished
+)
+"""Anything the write-ahead log holds."""
+
+# What replay feeds back to a workflow, in log order.
+Effect = Outcome | EventSent | CancelRequested
+
+
+class EventState(msgspec.Struct, array_like=True):
+    """An event as an instance keeps it: its payload and when it was created, sent, consumed."""
+
+    id: int
+    name: str
+    token: str | None
+    payload: bytes | None
+    error: str | None
+    cancelled: bool
+    created_at: float
+    sent_at: float
+    consumed_at: float | None = None
+    consumed_by: int | None = None
+
+
+class TokenState(msgspec.Struct, array_like=True):
+    """A token made by ``ctx.create_event``: the event name, the call, when it was made."""
+
+    name: str
+    seq: int
+    created_at: float
+
+
+class Snapshot(msgspec.Struct):
+    """Everything stored about one instance: the fold of all its records so far."""
+
+    id: str
+    workflow: str
+    args: list[bytes]
+    created_at: float
+    updated_at: float
+    status: str = "running"
+    finished_at: float | None = None
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    history: list[Effect] = msgspec.field(default_factory=list)
+    values: dict[int, Value] = msgspec.field(default_factory=dict)
+    events: list[EventState] = msgspec.field(default_factory=list)
+    tokens: dict[str, TokenState] = msgspec.field(default_factory=dict)
+    attempts: dict[int, int] = msgspec.field(default_factory=dict)
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """Whether the instance has ended (any status but ``running``)."""
+        return self.status != "running"
+
+
+def new_snapshot(record: Started) -> Snapshot:
+    """The snapshot of an instance that has just been started."""
+    return Snapshot(
+        id=record.wf,
+        workflow=record.workflow,
+        args=record.args,
+        created_at=record.at,
+        updated_at=record.at,
+    )
+
+
+def _event(snapshot: Snapshot, event_id: int) -> EventState:
+    # Event ids count up from 0 but may skip (a failed write burns one): search back.
+    events = snapshot.events
+    for index in range(min(event_id, len(events) - 1), -1, -1):
+        if events[index].id == event_id:
+            return events[index]
+    raise KeyError(event_id)
+
+
+def apply(snapshot: Snapshot, record: Record) -> None:
+    """Fold one committed record (not a ``Started``) into its instance's snapshot."""
+    match record:
+        case Value():
+            snapshot.values[record.seq] = record
+            if record.kind == "create_event":
+                token = msgspec.msgpack.decode(record.value, type=str)
+                snapshot.tokens[token] = TokenState(record.name, record.seq, record.at)
+        case Outcome():
+            snapshot.history.append(record)
+            snapshot.updated_at = record.at
+            if record.event is not None:
+                event = _event(snapshot, record.event)
+                event.consumed_at = record.at
+                event.consumed_by = record.seq
+            if record.kind == "step":
+                snapshot.attempts.pop(record.seq, None)
+        case EventSent():
+            state = EventState(
+                record.id,
+                record.name,
+                record.token,
+                record.payload,
+                record.error,
+                record.cancelled,
+                record.created_at,
+                record.sent_at,
+            )
+            if record.handled:
+                state.consumed_at = record.sent_at
+                snapshot.history.append(record)
+            snapshot.events.append(state)
+            snapshot.updated_at = record.sent_at
+        case EventReturned():
+            event = _event(snapshot, record.id)
+            event.consumed_at = None
+            event.consumed_by = None
+        case CancelRequested():
+            snapshot.history.append(record)
+            snapshot.cancel_requested = True
+            snapshot.updated_at = record.at
+        case AttemptFailed():
+            snapshot.attempts[record.seq] = record.attempt
+            snapshot.updated_at = record.at
+        case Finished():
+            snapshot.status = record.status
+            snapshot.result = record.result
+            snapshot.error = record.error
+            snapshot.finished_at = record.at
+            snapshot.updated_at = record.at
+        case Started():
+            raise ValueError(f"instance {record.wf!r} started twice")
+
+
+RECORD_ENCODER = msgspec.msgpack.Encoder()
+RECORD_DECODER: msgspec.msgpack.Decoder[Record] = msgspec.msgpack.Decoder(Record)
+BATCH_DECODER: msgspec.msgpack.Decoder[list[Record]] = msgspec.msgpack.Decoder(list[Record])
+"""A write-ahead log row holds one committed batch: a list of records."""
+SNAPSHOT_DECODER = msgspec.msgpack.Decoder(Snapshot)

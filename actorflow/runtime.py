@@ -1,0 +1,528 @@
+"""``Runtime``: opens a store, runs the actors, routes events by instance ID and token."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+import time
+import uuid
+from collections.abc import Collection
+from typing import Any, Literal, TypeVar
+
+from actorflow import codec
+from actorflow.actor import Actor, Call, Phase, Services
+from actorflow.clock import Clock, SystemClock
+from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
+from actorflow.events import Event, check_name, lookup
+from actorflow.handle import Handle
+from actorflow.log import logger as _log
+from actorflow.loop import host_loop
+from actorflow.queries import QueryWatch
+from actorflow.records import (
+    AttemptFailed,
+    CancelRequested,
+    Record,
+    Snapshot,
+    Started,
+    Value,
+    apply,
+    new_snapshot,
+)
+from actorflow.status import STATES, Status, status_of
+from actorflow.steps import NO_RETRY, attempt, error_info
+from actorflow.store import MemoryStore, SQLiteStore, Store
+from actorflow.timers import TimerWheel
+from actorflow.workflow import Workflow
+from actorflow.workflow import lookup as lookup_workflow
+from actorflow.writer import GroupWriter
+
+R = TypeVar("R")
+
+Durability = Literal["normal", "full"]
+STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
+
+
+class Runtime:
+    """Runs workflow instances on one database file (or in memory without a path).
+
+    Use as ``async with Runtime("app.db") as rt``. Opening resumes every unfinished
+    instance; leaving stops the actors without cancelling instances, which resume at
+    the next open. ``durability="full"`` syncs every commit to disk; ``"normal"``
+    survives a crash of the process. ``clock`` governs every runtime time.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        durability: Durability = "normal",
+        clock: Clock | None = None,
+        max_payload_bytes: int = 1_048_576,
+        checkpoint_every: int = 50_000,
+    ) -> None:
+        if durability not in ("normal", "full"):
+            raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
+        self.path = None if path is None else os.fspath(path)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.max_payload_bytes = max_payload_bytes
+        self._store: Store = MemoryStore() if path is None else SQLiteStore(path, durability)
+        self._checkpoint_every = checkpoint_every
+        self._actors: dict[str, Actor] = {}
+        self._finished: dict[str, Snapshot] = {}  # ended since the last checkpoint
+        self._dirty: set[str] = set()
+        self._tokens: dict[str, str] = {}
+        self._starting: dict[str, asyncio.Future[None]] = {}
+        self._lookups: dict[str, list[asyncio.Future[str | None]]] = {}
+        self._topics: dict[str, set[QueryWatch]] = {}
+        self._work: set[asyncio.Task[Any]] = set()
+        self._query_runs: set[asyncio.Task[None]] = set()
+        self._busy = 0
+        self._state: Literal["new", "open", "closing", "closed"] = "new"
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def __aenter__(self) -> Runtime:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Open the store and resume every unfinished instance."""
+        if self._state != "new":
+            raise ActorflowError(f"a runtime opens once; this one is {self._state}")
+        began = time.perf_counter()
+        snapshots = await self._store.open()
+        self._timers = TimerWheel(self.clock)
+        self._writer = GroupWriter(
+            self._store, self._committed, self._write_failed, self._checkpoint,
+            self._checkpoint_every,
+        )  # fmt: skip
+        self._services = Services(
+            self._writer, self.clock, self._timers, self._run_step, self._run_query,
+            self._instance_finished,
+        )  # fmt: skip
+        self._state = "open"
+        attach = getattr(self.clock, "attach", None)
+        if attach is not None:
+            attach(self)
+        for snapshot in snapshots:
+            self._resume(snapshot)
+        _log.info(
+            "recovery.done",
+            path=self.path,
+            instances=len(snapshots),
+            seconds=round(time.perf_counter() - began, 4),
+        )
+
+    def _resume(self, snapshot: Snapshot) -> None:
+        actor = Actor(self._services, snapshot, lookup_workflow(snapshot.workflow))
+        self._actors[actor.id] = actor
+        for token in snapshot.tokens:
+            self._tokens[token] = actor.id
+        actor.start()
+
+    async def close(self) -> None:
+        """Stop: give steps in flight a short grace, write what is queued, checkpoint.
+
+        Instances are not cancelled; they resume at the next open. Pending
+        ``h.result()`` calls raise :class:`RuntimeClosed`.
+        """
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closing"
+        if self._work:
+            _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        try:
+            await self._writer.close()
+        finally:
+            self._timers.close()
+            self._state = "closed"
+            for actor in self._actors.values():
+                actor.loop.drop()
+                if not actor.done.done():
+                    actor.done.set_result(None)
+            await self._store.close()
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise RuntimeClosed(f"the runtime is {self._state}; open it with `async with`")
+
+    @property
+    def closed(self) -> bool:
+        """Whether the runtime has been closed."""
+        return self._state in ("closing", "closed")
+
+    # -- starting --------------------------------------------------------------------
+    async def start(self, wf: Workflow[R], *args: Any, id: str | None = None) -> Handle[R]:
+        """Start an instance of ``wf`` (durably) and return its handle.
+
+        Starting an existing ``id`` of the same workflow returns its handle and ignores
+        ``args``; an ``id`` of another workflow raises :class:`ActorflowError`.
+        """
+        self._check_open()
+        if not isinstance(wf, Workflow):
+            raise TypeError(f"start() takes a @workflow, got {wf!r}")
+        if id is None:
+            id = uuid.uuid4().hex  # random: cannot exist yet
+        else:
+            check_name(id, "an instance ID")
+        while (pending := self._starting.get(id)) is not None:
+            await asyncio.wait([pending])
+        claim: asyncio.Future[None] = host_loop().create_future()
+        self._starting[id] = claim
+        try:
+            existing = await self._workflow_of(id)
+            if existing is not None:
+                if existing != wf.name:
+                    raise ActorflowError(
+                        f"instance {id!r} already exists and runs workflow {existing!r}, "
+                        f"not {wf.name!r}; pick another id"
+                    )
+                return Handle(self, id, wf.name)
+            try:
+                encoded = [
+                    codec.encode(a, f"argument {i} of {wf.name!r}") for i, a in enumerate(args)
+                ]
+            except TypeError as exc:
+                raise InvalidPayload(str(exc)) from None
+            await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
+            return Handle(self, id, wf.name)
+        finally:
+            del self._starting[id]
+            claim.set_result(None)
+
+    async def _workflow_of(self, instance_id: str) -> str | None:
+        """The workflow of an existing instance; store look-ups of one loop turn are batched."""
+        actor = self._actors.get(instance_id)
+        if actor is not None:
+            return actor.snapshot.workflow
+        found = self._finished.get(instance_id)
+        if found is not None:
+            return found.workflow
+        future: asyncio.Future[str | None] = host_loop().create_future()
+        if not self._lookups:
+            host_loop().call_soon(self._flush_lookups)
+        self._lookups.setdefault(instance_id, []).append(future)
+        return await future
+
+    def _flush_lookups(self) -> None:
+        lookups, self._lookups = self._lookups, {}
+
+        async def flush() -> None:
+            try:
+                found = await self._store.workflows_of(lookups)
+            except Exception as exc:
+                for futures in lookups.values():
+                    for future in futures:
+                        future.set_exception(exc)
+                return
+            for instance_id, futures in lookups.items():
+                for future in futures:
+                    future.set_result(found.get(instance_id))
+
+        self._spawn(flush())
+
+    async def _lookup(self, instance_id: str) -> Snapshot | None:
+        actor = self._actors.get(instance_id)
+        if actor is not None:
+            return actor.snapshot
+        found = self._finished.get(instance_id)
+        if found is not None:
+            return found
+        return await self._store.load(instance_id)
+
+    # -- events ----------------------------------------------------------------------
+    async def send(
+        self,
+        workflow_id: str,
+        event: Event[Any] | str,
+        value: Any = None,
+        *,
+        error: str | BaseException | None = None,
+        cancelled: bool = False,
+    ) -> None:
+        """Deliver ``event`` to instance ``workflow_id``; returns once it is durable.
+
+        ``value`` is validated against the event's type (:class:`InvalidPayload`, and
+        nothing stored, if it does not fit). ``error=`` makes the waiter raise
+        :class:`EventFailed`; ``cancelled=True`` makes it raise :class:`EventCancelled`.
+        """
+        self._check_open()
+        definition = lookup(event)
+        payload, error_text = self._payload(definition, value, error, cancelled)
+        actor = await self._live_actor(check_name(workflow_id, "an instance ID"))
+        await actor.offer(definition.name, None, payload, error_text, cancelled)
+        _log.debug("event.sent", workflow_id=workflow_id, name=definition.name)
+
+    async def resolve(self, event_id: str, value: Any = None) -> None:
+        """Deliver the pre-created event whose token is ``event_id`` (single use)."""
+        await self._resolve(event_id, value, None)
+
+    async def reject(self, event_id: str, error: str | BaseException) -> None:
+        """Fail the pre-created event ``event_id``: its waiter raises :class:`EventFailed`."""
+        await self._resolve(event_id, None, error)
+
+    async def _resolve(self, token: str, value: Any, error: str | BaseException | None) -> None:
+        self._check_open()
+        if not isinstance(token, str):
+            raise ActorflowError(f"an event token is a string, got {token!r}")
+        unusable = ActorflowError(
+            f"event token {token!r} is unknown, already used, or its workflow has finished"
+        )
+        actor = self._actors.get(self._tokens.get(token, ""))
+        if actor is None or actor.phase in (Phase.FINISHING, Phase.FINISHED):
+            raise unusable
+        made = actor.snapshot.tokens[token]
+        if actor.token_used(token):
+            raise unusable
+        definition = lookup(made.name)
+        payload, error_text = self._payload(definition, value, error, False)
+        await actor.offer(made.name, token, payload, error_text, False, made.created_at)
+
+    def _payload(
+        self, event: Event[Any], value: Any, error: str | BaseException | None, cancelled: bool
+    ) -> tuple[bytes | None, str | None]:
+        if error is not None or cancelled:
+            if error is not None and cancelled:
+                raise InvalidPayload("give either error= or cancelled=True, not both")
+            if value is not None:
+                raise InvalidPayload(
+                    f"event {event.name!r}: a failed or cancelled event carries no value"
+                )
+            if error is not None and not isinstance(error, str | BaseException):
+                raise InvalidPayload(f"error= takes a str or an exception, got {error!r}")
+            return None, None if error is None else str(error)
+        return event.encode(value, self.max_payload_bytes), None
+
+    async def _live_actor(self, workflow_id: str) -> Actor:
+        actor = self._actors.get(workflow_id)
+        if actor is not None:
+            if actor.phase in (Phase.FINISHING, Phase.FINISHED):
+                raise ActorflowError(
+                    f"workflow instance {workflow_id!r} has finished; it takes no more events"
+                )
+            return actor
+        if (pending := self._starting.get(workflow_id)) is not None:
+            await asyncio.wait([pending])
+            return await self._live_actor(workflow_id)
+        snapshot = await self._lookup(workflow_id)
+        if snapshot is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        raise ActorflowError(
+            f"workflow instance {workflow_id!r} has finished ({snapshot.status}); "
+            "it takes no more events"
+        )
+
+    async def notify(self, *topics: str) -> None:
+        """Re-run the ``ctx.wait_for`` queries listening on ``topics``; returns after they ran."""
+        self._check_open()
+        runs = [
+            run
+            for topic in topics
+            for watch in list(self._topics.get(topic, ()))
+            if (run := watch.trigger()) is not None
+        ]
+        if runs:
+            await asyncio.wait(runs)
+
+    # -- following instances ---------------------------------------------------------
+    def handle(self, workflow_id: str) -> Handle[Any]:
+        """A handle on instance ``workflow_id`` (cheap; an unknown id fails on first use)."""
+        check_name(workflow_id, "an instance ID")
+        actor = self._actors.get(workflow_id)
+        return Handle(self, workflow_id, actor.snapshot.workflow if actor else None)
+
+    async def list(
+        self,
+        status: str | Collection[str] | None = None,
+        workflow: Workflow[Any] | str | None = None,
+    ) -> builtins.list[Status]:
+        """Instances with their status and what each waits on (``events`` left empty)."""
+        self._check_open()
+        wanted = {status} if isinstance(status, str) else None if status is None else set(status)
+        if wanted is not None and not wanted <= STATES:
+            raise ActorflowError(f"unknown status in {sorted(wanted)}; use {sorted(STATES)}")
+        name = workflow.name if isinstance(workflow, Workflow) else workflow
+        found: dict[str, Status] = {}
+        for snapshot in await self._store.list(None, name):
+            found[snapshot.id] = status_of(snapshot, with_events=False)
+        for snapshot in self._finished.values():
+            found[snapshot.id] = status_of(snapshot, with_events=False)
+        for actor in self._actors.values():
+            found[actor.id] = status_of(actor.snapshot, actor, with_events=False)
+        return sorted(
+            (
+                s
+                for s in found.values()
+                if (wanted is None or s.state in wanted) and (name is None or s.workflow == name)
+            ),
+            key=lambda s: (s.created_at, s.id),
+        )
+
+    async def status(self, workflow_id: str) -> Status:
+        """The status of one instance (used by handles)."""
+        self._check_open()
+        actor = self._actors.get(workflow_id)
+        if actor is not None:
+            return status_of(actor.snapshot, actor)
+        snapshot = await self._lookup(workflow_id)
+        if snapshot is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        return status_of(snapshot)
+
+    async def cancel(self, workflow_id: str) -> None:
+        """Ask instance ``workflow_id`` to cancel (durable, idempotent; no-op once finished)."""
+        self._check_open()
+        actor = self._actors.get(workflow_id)
+        if actor is None:
+            if await self._lookup(workflow_id) is None:
+                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+            return
+        if actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested:
+            return
+        await self._writer.append_acked([CancelRequested(workflow_id, self.clock.now())])
+
+    async def checkpoint(self) -> None:
+        """Fold the log into snapshots now (it also happens on its own, and at close)."""
+        self._check_open()
+        await self._writer.checkpoint()
+
+    # -- the writer's callbacks ------------------------------------------------------
+    def _committed(self, batch: builtins.list[Record]) -> None:
+        actors = self._actors
+        dirty = self._dirty
+        for record in batch:
+            wf = record.wf
+            dirty.add(wf)
+            actor = actors.get(wf)
+            if actor is not None:
+                actor.committed(record)
+                if isinstance(record, Value) and record.kind == "create_event":
+                    self._tokens[codec.decoder(str).decode(record.value)] = wf
+            elif isinstance(record, Started):
+                self._resume(new_snapshot(record))
+                _log.debug("workflow.started", workflow_id=wf, workflow=record.workflow)
+            elif (snapshot := self._finished.get(wf)) is not None:
+                apply(snapshot, record)
+
+    def _write_failed(self, batch: builtins.list[Record], error: StoreError) -> None:
+        _log.error("store.write_failed", error=str(error), records=len(batch))
+        for wf in {r.wf for r in batch}:
+            actor = self._actors.get(wf)
+            if actor is not None:
+                actor.write_failed(batch, error)
+
+    async def _checkpoint(self) -> None:
+        snapshots = list(self._finished.values())
+        for wf in self._dirty:
+            actor = self._actors.get(wf)
+            if actor is not None:
+                snapshots.append(actor.snapshot)
+        await self._store.checkpoint(snapshots)
+        for snapshot in self._finished.values():
+            for token in snapshot.tokens:
+                self._tokens.pop(token, None)
+        self._finished.clear()
+        self._dirty.clear()
+
+    def _instance_finished(self, actor: Actor) -> None:
+        self._actors.pop(actor.id, None)
+        self._finished[actor.id] = actor.snapshot
+        if not actor.done.done():
+            actor.done.set_result(None)
+        _log.info("workflow." + actor.snapshot.status, workflow_id=actor.id)
+
+    # -- side effects ----------------------------------------------------------------
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = host_loop().create_task(coro)
+        self._work.add(task)
+        task.add_done_callback(self._work.discard)
+        return task
+
+    def _run_step(self, actor: Actor, call: Call) -> None:
+        self._spawn(self._step(actor, call))
+
+    async def _step(self, actor: Actor, call: Call) -> None:
+        fn, args, retry, timeout = call.spec
+        # A step's side effects may use what the workflow recorded before it (a token,
+        # a uuid): they must be durable before the step runs.
+        barrier = self._writer.barrier()
+        if barrier is not None:
+            try:
+                await barrier
+            except StoreError:
+                return
+        policy = retry or NO_RETRY
+        failed = actor.snapshot.attempts.get(call.seq, 0)
+        self._busy += 1
+        try:
+            while True:
+                try:
+                    result = await attempt(fn, args, timeout)
+                    outcome = actor.outcome(
+                        call, value=codec.encode(result, f"the result of step {call.name!r}")
+                    )
+                    _log.debug("step.completed", workflow_id=actor.id, step=call.name)
+                    break
+                except Exception as exc:
+                    failed += 1
+                    if not policy.should_retry(failed, exc):
+                        outcome = actor.outcome(call, error=error_info(exc))
+                        _log.info(
+                            "step.failed", workflow_id=actor.id, step=call.name, error=repr(exc)
+                        )
+                        break
+                    delay = policy.delay(failed)
+                    _log.info(
+                        "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
+                        delay=delay, error=repr(exc),
+                    )  # fmt: skip
+                    self._writer.append(
+                        [
+                            AttemptFailed(
+                                actor.id, call.seq, failed, error_info(exc), self.clock.now()
+                            )
+                        ]
+                    )
+                    self._busy -= 1
+                    try:
+                        await self._sleep(delay)
+                    finally:
+                        self._busy += 1
+        finally:
+            self._busy -= 1
+        if actor.phase is Phase.LIVE and not self.closed:
+            self._writer.append([outcome])
+
+    def _sleep(self, delay: float) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = host_loop().create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self._timers.schedule(self.clock.now() + delay, wake)
+        return future
+
+    def _run_query(self, actor: Actor, call: Call) -> None:
+        watch = QueryWatch(actor, call, self._topics)
+        call.watch = watch
+        run = watch.trigger()
+        if run is not None and run not in self._query_runs:
+            self._query_runs.add(run)
+            run.add_done_callback(self._query_runs.discard)
+
+    # -- for tests (ManualClock) -----------------------------------------------------
+    @property
+    def idle(self) -> bool:
+        """Nothing being written, no step or query running."""
+        return self._state != "open" or (
+            self._writer.idle and self._busy == 0 and not self._query_runs
+        )

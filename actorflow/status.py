@@ -1,0 +1,115 @@
+"""What the status API returns: msgspec Structs built from an instance's snapshot."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Literal
+
+import msgspec
+
+from actorflow.clock import to_datetime
+from actorflow.records import Snapshot
+
+if TYPE_CHECKING:
+    from actorflow.actor import Actor
+
+State = Literal["running", "waiting", "completed", "failed", "cancelled"]
+STATES: frozenset[str] = frozenset({"running", "waiting", "completed", "failed", "cancelled"})
+
+
+class Wait(msgspec.Struct, frozen=True):
+    """Something an instance is parked on. A sleep is a ``timer`` wait."""
+
+    kind: Literal["event", "timer", "condition", "query"]
+    name: str | None = None
+    token: str | None = None
+    deadline: datetime | None = None
+
+
+class EventRecord(msgspec.Struct, frozen=True):
+    """One event of an instance: when it was created, sent and consumed.
+
+    ``outcome`` is ``value``, ``failed`` or ``cancelled``; ``None`` for a token that
+    has not been resolved yet.
+    """
+
+    name: str
+    token: str | None
+    outcome: Literal["value", "failed", "cancelled"] | None
+    created_at: datetime
+    sent_at: datetime | None
+    consumed_at: datetime | None
+
+
+class Status(msgspec.Struct, frozen=True):
+    """An instance as the status API shows it."""
+
+    id: str
+    workflow: str
+    state: State
+    waiting_on: list[Wait]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    error: str | None
+    detail: str | None
+    events: list[EventRecord]
+
+
+def _maybe(ts: float | None) -> datetime | None:
+    return None if ts is None else to_datetime(ts)
+
+
+def events_of(snapshot: Snapshot) -> list[EventRecord]:
+    """The event history: every event sent, plus tokens made and not yet resolved."""
+    records = []
+    sent_tokens = set()
+    for e in snapshot.events:
+        outcome: Literal["value", "failed", "cancelled"] = (
+            "failed" if e.error is not None else "cancelled" if e.cancelled else "value"
+        )
+        if e.token is not None:
+            sent_tokens.add(e.token)
+        records.append(
+            EventRecord(
+                e.name, e.token, outcome, to_datetime(e.created_at), to_datetime(e.sent_at),
+                _maybe(e.consumed_at),
+            )
+        )  # fmt: skip
+    for token, made in snapshot.tokens.items():
+        if token not in sent_tokens:
+            records.append(
+                EventRecord(made.name, token, None, to_datetime(made.created_at), None, None)
+            )
+    return records
+
+
+def status_of(
+    snapshot: Snapshot, actor: Actor | None = None, *, with_events: bool = True
+) -> Status:
+    """The :class:`Status` of an instance, live from its actor when it has one."""
+    waits: list[Wait] = []
+    state = snapshot.status
+    detail = None
+    if actor is not None:
+        state = actor.status
+        detail = actor.detail
+        waits = [
+            Wait(c.kind, c.name if c.kind != "timer" else None, c.token, _maybe(c.deadline))  # type: ignore[arg-type]
+            for c in actor.open_waits()
+        ]
+    error = None
+    if snapshot.error is not None:
+        error = f"{snapshot.error.type}: {snapshot.error.message}"
+    return Status(
+        id=snapshot.id,
+        workflow=snapshot.workflow,
+        state=state,  # type: ignore[arg-type]
+        waiting_on=waits,
+        created_at=to_datetime(snapshot.created_at),
+        updated_at=to_datetime(snapshot.updated_at),
+        finished_at=_maybe(snapshot.finished_at),
+        error=error,
+        detail=detail,
+        events=events_of(snapshot) if with_events else [],
+    )

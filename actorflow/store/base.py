@@ -1,0 +1,63 @@
+"""The ``Store`` protocol and the recovery fold every store shares."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Protocol
+
+from actorflow.records import Record, Snapshot, Started, apply, new_snapshot
+
+
+class Store(Protocol):
+    """Where records and snapshots live. One runtime owns a store at a time."""
+
+    async def open(self) -> list[Snapshot]:
+        """Open (creating if new), recover, and return the unfinished instances."""
+        ...
+
+    async def write(self, records: list[Record]) -> None:
+        """Append ``records`` to the log in one transaction; durable when this returns."""
+        ...
+
+    async def checkpoint(self, snapshots: list[Snapshot]) -> None:
+        """Store ``snapshots`` (the fold of every committed record) and empty the log."""
+        ...
+
+    async def load(self, instance_id: str) -> Snapshot | None:
+        """The stored snapshot of one instance, if any."""
+        ...
+
+    async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
+        """The workflow name of each stored instance among ``instance_ids``."""
+        ...
+
+    async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
+        """Stored snapshots, optionally filtered by status and workflow name."""
+        ...
+
+    async def close(self) -> None:
+        """Release the file; the store cannot be used afterwards."""
+        ...
+
+
+async def fold_log(
+    snapshots: dict[str, Snapshot],
+    records: Iterable[Record],
+    load: Callable[[str], Awaitable[Snapshot | None]],
+) -> set[str]:
+    """Apply logged ``records`` to ``snapshots`` in order (loading others by id as
+    needed); return the ids of the instances the records touched."""
+    touched: set[str] = set()
+    for record in records:
+        if isinstance(record, Started):
+            snapshots[record.wf] = new_snapshot(record)
+        else:
+            snapshot = snapshots.get(record.wf)
+            if snapshot is None:
+                snapshot = await load(record.wf)
+                if snapshot is None:
+                    continue  # a record for an instance whose start never committed
+                snapshots[record.wf] = snapshot
+            apply(snapshot, record)
+        touched.add(record.wf)
+    return touched

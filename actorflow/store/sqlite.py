@@ -1,0 +1,227 @@
+"""SQLite storage: an append-only ``wal`` table plus per-instance ``snapshots``.
+
+The file is actorflow's own: it is marked by ``PRAGMA application_id`` and versioned
+by ``PRAGMA user_version``. Anything else (not SQLite, someone else's tables, a newer
+schema) raises :class:`StoreError` before a single byte of it is changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import Literal, TypeVar
+
+import aiosqlite
+
+from actorflow.errors import StoreError
+from actorflow.records import (
+    BATCH_DECODER,
+    RECORD_ENCODER,
+    SNAPSHOT_DECODER,
+    Record,
+    Snapshot,
+)
+from actorflow.store.base import fold_log
+
+APPLICATION_ID = 0x41464C57  # "AFLW"
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE wal (
+    seq INTEGER PRIMARY KEY,
+    record BLOB NOT NULL  -- one committed batch: a msgpack list of records
+);
+CREATE TABLE snapshots (
+    id TEXT PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    snapshot BLOB NOT NULL
+);
+CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
+"""
+
+Durability = Literal["normal", "full"]
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def check_file(path: Path) -> None:
+    """Raise :class:`StoreError` if ``path`` exists, is not empty, and is not SQLite."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except IsADirectoryError:
+        raise StoreError(f"{path} is a directory, not a database file") from None
+    if header and header != SQLITE_HEADER:
+        raise StoreError(
+            f"{path} is not an SQLite database (nor an actorflow one); "
+            "pass the path of an actorflow database or of a new file"
+        )
+
+
+class SQLiteStore:
+    """A :class:`~actorflow.store.Store` on one SQLite file, through aiosqlite."""
+
+    def __init__(self, path: str | os.PathLike[str], durability: Durability = "normal") -> None:
+        self.path = Path(path)
+        self.durability = durability
+        self._db: aiosqlite.Connection | None = None
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError(f"{self.path} is not open")
+        return self._db
+
+    async def open(self) -> list[Snapshot]:
+        """Open or create the file, fold the log into snapshots, return unfinished ones."""
+        check_file(self.path)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        try:
+            await self._check_schema()
+            return await self._recover()
+        except sqlite3.DatabaseError as exc:
+            await self.close()
+            raise StoreError(f"{self.path} is damaged or not a database: {exc}") from None
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _check_schema(self) -> None:
+        db = self.db
+        app_id = await self._scalar("PRAGMA application_id")
+        version = await self._scalar("PRAGMA user_version")
+        tables = await self._scalar("SELECT count(*) FROM sqlite_master")
+        if app_id == 0 and tables == 0:  # a new (or empty) file
+            # One transaction, so a crash never leaves tables without the marks.
+            await db.executescript(
+                f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; "
+                f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            )
+        elif app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{self.path} is an SQLite database that does not belong to actorflow "
+                "(it has other tables); keep your app's data in another file"
+            )
+        elif isinstance(version, int) and version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has actorflow schema version {version}, newer than this "
+                f"actorflow understands ({SCHEMA_VERSION}); upgrade actorflow"
+            )
+        await self._scalar("PRAGMA journal_mode=WAL")
+        sync = "FULL" if self.durability == "full" else "NORMAL"
+        await self._scalar(f"PRAGMA synchronous={sync}")
+
+    async def _scalar(self, sql: str, *params: object) -> object:
+        async with self.db.execute(sql, params) as cursor:
+            row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def _recover(self) -> list[Snapshot]:
+        db = self.db
+        snapshots: dict[str, Snapshot] = {}
+        async with db.execute("SELECT snapshot FROM snapshots WHERE status = 'running'") as cur:
+            async for (blob,) in cur:
+                snapshot = SNAPSHOT_DECODER.decode(blob)
+                snapshots[snapshot.id] = snapshot
+        async with db.execute("SELECT record FROM wal ORDER BY seq") as cur:
+            records = [r async for (blob,) in cur for r in BATCH_DECODER.decode(blob)]
+        if records:
+            touched = await fold_log(snapshots, records, self.load)
+            await self.checkpoint([snapshots[i] for i in touched])
+        return [s for s in snapshots.values() if not s.finished]
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # One hop to aiosqlite's thread for a whole transaction instead of one per
+        # statement: the group commit's latency is mostly these hops.
+        db = self.db
+        return await db._execute(fn, db._conn)  # type: ignore[no-any-return,no-untyped-call]
+
+    async def write(self, records: list[Record]) -> None:
+        """Append ``records`` in one transaction, as one row (the batch is the unit)."""
+        blob = RECORD_ENCODER.encode(records)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.execute("INSERT INTO wal (record) VALUES (?)", (blob,))
+
+        try:
+            await self._in_thread(insert)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not write to {self.path}: {exc}") from exc
+
+    async def checkpoint(self, snapshots: list[Snapshot]) -> None:
+        """Replace the given snapshots and empty the log, atomically."""
+        encode = RECORD_ENCODER.encode
+        rows = [
+            (s.id, s.workflow, s.status, s.created_at, s.updated_at, encode(s)) for s in snapshots
+        ]
+
+        def replace(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?)", rows)
+                conn.execute("DELETE FROM wal")
+
+        try:
+            await self._in_thread(replace)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not checkpoint {self.path}: {exc}") from exc
+
+    async def load(self, instance_id: str) -> Snapshot | None:
+        """The checkpointed snapshot of ``instance_id``, if any."""
+        async with self.db.execute(
+            "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
+        ) as cur:
+            row = await cur.fetchone()
+        return SNAPSHOT_DECODER.decode(row[0]) if row else None
+
+    async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
+        """The workflow name of each checkpointed instance among ``instance_ids``."""
+        ids = list(instance_ids)
+        found: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            sql = f"SELECT id, workflow FROM snapshots WHERE id IN ({','.join('?' * len(chunk))})"
+            async with self.db.execute(sql, chunk) as cur:
+                found.update({row[0]: row[1] async for row in cur})
+        return found
+
+    async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
+        """Checkpointed snapshots, filtered by status and workflow name."""
+        sql = "SELECT snapshot FROM snapshots WHERE 1"
+        params: list[object] = []
+        if statuses is not None:
+            sql += f" AND status IN ({','.join('?' * len(statuses))})"
+            params += list(statuses)
+        if workflow is not None:
+            sql += " AND workflow = ?"
+            params.append(workflow)
+        async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
+            return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
+
+    async def close(self) -> None:
+        """Close the connection (idempotent)."""
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()

@@ -1,0 +1,145 @@
+"""Group commit: one task writes everything queued in a loop turn in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from actorflow.errors import RuntimeClosed, StoreError
+from actorflow.log import logger as _log
+from actorflow.loop import host_loop
+from actorflow.records import Record
+from actorflow.store import Store
+
+
+class GroupWriter:
+    """Appends records to the store in batches, in order, and reports each commit.
+
+    ``append`` queues records; ``append_acked`` also returns a future released once
+    they are committed. After each commit ``on_commit(batch)`` runs, then the futures
+    are released, so a caller that was acknowledged sees the effect already applied.
+    A failed write calls ``on_failure(batch, error)`` and fails the batch's futures
+    with :class:`StoreError`; nothing of that batch counts as written.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        on_commit: Callable[[list[Record]], None],
+        on_failure: Callable[[list[Record], StoreError], None],
+        checkpoint: Callable[[], Awaitable[None]],
+        checkpoint_every: int,
+    ) -> None:
+        self._store = store
+        self._on_commit = on_commit
+        self._on_failure = on_failure
+        self._checkpoint = checkpoint
+        self._checkpoint_every = checkpoint_every
+        self._since_checkpoint = 0
+        self._pending: list[Record] = []
+        self._acks: list[asyncio.Future[None]] = []
+        self._checkpoint_waiters: list[asyncio.Future[None]] = []
+        self._wakeup = asyncio.Event()
+        self._writing = False
+        self._inflight: asyncio.Future[None] | None = None
+        self._closed = False
+        self._task = host_loop().create_task(self._run(), name="actorflow-writer")
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing being written."""
+        return not self._pending and not self._writing and not self._checkpoint_waiters
+
+    def append(self, records: list[Record]) -> None:
+        """Queue records to be written in order; no acknowledgement."""
+        if self._closed:
+            return  # the runtime is stopping: the tail is lost, as in a crash
+        self._pending += records
+        self._wakeup.set()
+
+    def append_acked(self, records: list[Record]) -> asyncio.Future[None]:
+        """Queue records; the future resolves once they are committed (or fails)."""
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed")
+        future: asyncio.Future[None] = host_loop().create_future()
+        self._pending += records
+        self._acks.append(future)
+        self._wakeup.set()
+        return future
+
+    def barrier(self) -> asyncio.Future[None] | None:
+        """A future for the commit of everything queued so far (``None``: nothing is)."""
+        if self._pending:
+            return self.append_acked([])
+        return self._inflight
+
+    def checkpoint(self) -> asyncio.Future[None]:
+        """Flush what is queued, then checkpoint; the future resolves when it is done."""
+        future: asyncio.Future[None] = host_loop().create_future()
+        self._checkpoint_waiters.append(future)
+        self._wakeup.set()
+        return future
+
+    async def close(self) -> None:
+        """Write what is queued, checkpoint, and stop."""
+        done = self.checkpoint()
+        self._closed = True
+        try:
+            await done
+        finally:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            if self._pending:
+                await self._write()
+            if self._checkpoint_waiters or self._since_checkpoint >= self._checkpoint_every:
+                await self._run_checkpoint()
+
+    async def _write(self) -> None:
+        batch, self._pending = self._pending, []
+        acks, self._acks = self._acks, []
+        self._writing = True
+        self._inflight = inflight = host_loop().create_future()
+        acks.append(inflight)
+        try:
+            await self._store.write(batch)
+        except StoreError as exc:
+            self._on_failure(batch, exc)
+            for future in acks:
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # callers that await still get it; no stray warnings
+            return
+        finally:
+            self._writing = False
+            self._inflight = None
+        self._since_checkpoint += len(batch)
+        try:
+            self._on_commit(batch)
+        except Exception:  # a bug in applying must not stop every later commit
+            _log.exception("writer.apply_failed", records=len(batch))
+        for future in acks:
+            if not future.done():
+                future.set_result(None)
+
+    async def _run_checkpoint(self) -> None:
+        waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
+        if self._pending:
+            await self._write()
+        try:
+            await self._checkpoint()
+        except StoreError as exc:
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        self._since_checkpoint = 0
+        for future in waiters:
+            if not future.done():
+                future.set_result(None)
