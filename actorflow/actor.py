@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -41,9 +41,12 @@ from actorflow.records import (
     Record,
     Snapshot,
     Value,
+    Waiting,
+    WaitSpec,
     apply,
 )
 from actorflow.steps import error_info
+from actorflow.store.base import Mark
 
 if TYPE_CHECKING:
     from actorflow.clock import Clock
@@ -181,6 +184,7 @@ class Actor:
             if not call.future.done():
                 self._activate(call)
         self._check_conditions()
+        self._record_waits()
 
     def _hold(self, why: str, error: type[ActorflowError] = ActorflowError) -> None:
         self.phase = Phase.HELD
@@ -327,6 +331,7 @@ class Actor:
         error: str | None,
         cancelled: bool,
         created_at: float | None = None,
+        marks: Sequence[Mark] = (),
     ) -> asyncio.Future[None]:
         """Accept an event; the future resolves once it is durable (and applied)."""
         if self.phase in (Phase.FINISHING, Phase.FINISHED):
@@ -349,7 +354,7 @@ class Actor:
                 self._unregister(call)
                 self._reserved.add(event_id)
                 records.append(self.outcome(call, event=event_id))
-        return self.services.writer.append_acked(records)
+        return self.services.writer.append_acked(records, marks)
 
     def token_used(self, token: str) -> bool:
         """Whether an event was already sent (or is being written) for ``token``."""
@@ -507,8 +512,21 @@ class Actor:
 
     def _run(self) -> None:
         self.loop.run()
-        if self._conditions and self.phase is Phase.LIVE:
-            self._check_conditions()
+        if self.phase is Phase.LIVE:
+            if self._conditions:
+                self._check_conditions()
+            self._record_waits()
+
+    def _record_waits(self) -> None:
+        # Stored so that other processes (the CLI) see what the instance waits on.
+        waits = [
+            WaitSpec(c.kind, None if c.kind == "timer" else c.name, c.token, c.deadline)
+            for c in self.calls.values()
+            if not c.bound and not c.future.done()
+        ]
+        if waits != self.snapshot.waiting:
+            self.snapshot.waiting = waits
+            self.services.writer.append([Waiting(self.id, waits, self.services.clock.now())])
 
     def _check_conditions(self) -> None:
         if self.phase is not Phase.LIVE:

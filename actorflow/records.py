@@ -93,6 +93,23 @@ class AttemptFailed(msgspec.Struct, tag="attempt", array_like=True):
     at: float
 
 
+class WaitSpec(msgspec.Struct, array_like=True, frozen=True):
+    """One thing an instance is parked on (or a step it is running), as stored."""
+
+    kind: str  # event | timer | condition | query | step
+    name: str | None
+    token: str | None
+    deadline: float | None
+
+
+class Waiting(msgspec.Struct, tag="waiting", array_like=True):
+    """The instance paused: what it waits on now (written when that changes)."""
+
+    wf: str
+    waits: list[WaitSpec]
+    at: float
+
+
 class Finished(msgspec.Struct, tag="finish", array_like=True):
     """The instance ended: ``completed`` (with ``result``), ``failed`` or ``cancelled``."""
 
@@ -111,6 +128,7 @@ Record = (
     | EventReturned
     | CancelRequested
     | AttemptFailed
+    | Waiting
     | Finished
 )
 """Anything the write-ahead log holds."""
@@ -160,6 +178,7 @@ class Snapshot(msgspec.Struct):
     tokens: dict[str, TokenState] = msgspec.field(default_factory=dict)
     attempts: dict[int, int] = msgspec.field(default_factory=dict)
     cancel_requested: bool = False
+    waiting: list[WaitSpec] = msgspec.field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -231,7 +250,10 @@ def apply(snapshot: Snapshot, record: Record) -> None:
         case AttemptFailed():
             snapshot.attempts[record.seq] = record.attempt
             snapshot.updated_at = record.at
+        case Waiting():
+            snapshot.waiting = record.waits
         case Finished():
+            snapshot.waiting = []
             snapshot.status = record.status
             snapshot.result = record.result
             snapshot.error = record.error

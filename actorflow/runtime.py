@@ -7,8 +7,10 @@ import builtins
 import os
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any, Literal, TypeVar
+
+import msgspec
 
 from actorflow import codec
 from actorflow.actor import Actor, Call, Phase, Services
@@ -16,6 +18,13 @@ from actorflow.clock import Clock, SystemClock
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup
 from actorflow.handle import Handle
+from actorflow.inbox import (
+    REQUEST_DECODER,
+    CancelRequest,
+    NotifyRequest,
+    ResolveRequest,
+    SendRequest,
+)
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
 from actorflow.queries import QueryWatch
@@ -32,6 +41,7 @@ from actorflow.records import (
 from actorflow.status import STATES, Status, status_of
 from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
+from actorflow.store.base import Mark
 from actorflow.timers import TimerWheel
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
@@ -41,6 +51,22 @@ R = TypeVar("R")
 
 Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
+INBOX_POLL_MIN = 0.005
+INBOX_POLL_MAX = 0.08
+
+
+def _json_payload(event: Event[Any] | None, payload: str | None) -> Any:
+    """A payload given as JSON text (from another process), decoded to the event's type."""
+    if payload is None:
+        return None
+    if event is None or event.type is None:
+        return msgspec.json.decode(payload)
+    try:
+        return msgspec.json.decode(payload, type=event.type)
+    except msgspec.ValidationError as exc:
+        raise InvalidPayload(f"payload for event {event.name!r} does not fit: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise InvalidPayload(f"payload for event {event.name!r} is not valid JSON: {exc}") from None
 
 
 class Runtime:
@@ -74,6 +100,7 @@ class Runtime:
         self._tokens: dict[str, str] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._lookups: dict[str, list[asyncio.Future[str | None]]] = {}
+        self._inbox_done: set[int] = set()  # applied; the store marks them in its batch
         self._topics: dict[str, set[QueryWatch]] = {}
         self._work: set[asyncio.Task[Any]] = set()
         self._query_runs: set[asyncio.Task[None]] = set()
@@ -109,6 +136,7 @@ class Runtime:
             attach(self)
         for snapshot in snapshots:
             self._resume(snapshot)
+        self._inbox_task = self._spawn(self._watch_inbox())
         _log.info(
             "recovery.done",
             path=self.path,
@@ -254,22 +282,35 @@ class Runtime:
         nothing stored, if it does not fit). ``error=`` makes the waiter raise
         :class:`EventFailed`; ``cancelled=True`` makes it raise :class:`EventCancelled`.
         """
+        await self._send(workflow_id, event, value, error, cancelled, ())
+
+    async def _send(
+        self,
+        workflow_id: str,
+        event: Event[Any] | str,
+        value: Any,
+        error: str | BaseException | None,
+        cancelled: bool,
+        marks: Sequence[Mark],
+    ) -> None:
         self._check_open()
         definition = lookup(event)
         payload, error_text = self._payload(definition, value, error, cancelled)
         actor = await self._live_actor(check_name(workflow_id, "an instance ID"))
-        await actor.offer(definition.name, None, payload, error_text, cancelled)
-        _log.debug("event.sent", workflow_id=workflow_id, name=definition.name)
+        await actor.offer(definition.name, None, payload, error_text, cancelled, None, marks)
+        _log.info("event.sent", workflow_id=workflow_id, name=definition.name)
 
     async def resolve(self, event_id: str, value: Any = None) -> None:
         """Deliver the pre-created event whose token is ``event_id`` (single use)."""
-        await self._resolve(event_id, value, None)
+        await self._resolve(event_id, value, None, ())
 
     async def reject(self, event_id: str, error: str | BaseException) -> None:
         """Fail the pre-created event ``event_id``: its waiter raises :class:`EventFailed`."""
-        await self._resolve(event_id, None, error)
+        await self._resolve(event_id, None, error, ())
 
-    async def _resolve(self, token: str, value: Any, error: str | BaseException | None) -> None:
+    async def _resolve(
+        self, token: str, value: Any, error: str | BaseException | None, marks: Sequence[Mark]
+    ) -> None:
         self._check_open()
         if not isinstance(token, str):
             raise ActorflowError(f"an event token is a string, got {token!r}")
@@ -284,7 +325,8 @@ class Runtime:
             raise unusable
         definition = lookup(made.name)
         payload, error_text = self._payload(definition, value, error, False)
-        await actor.offer(made.name, token, payload, error_text, False, made.created_at)
+        await actor.offer(made.name, token, payload, error_text, False, made.created_at, marks)
+        _log.info("event.resolved", workflow_id=actor.id, name=made.name)
 
     def _payload(
         self, event: Event[Any], value: Any, error: str | BaseException | None, cancelled: bool
@@ -331,6 +373,61 @@ class Runtime:
         ]
         if runs:
             await asyncio.wait(runs)
+
+    # -- the inbox: requests from other processes -------------------------------------
+    async def _watch_inbox(self) -> None:
+        # Polls one cheap PRAGMA (data_version) and backs off while nothing changes,
+        # so a request is seen within ~100 ms without scanning the table.
+        delay = INBOX_POLL_MIN
+        while self._state == "open":
+            try:
+                requests = await self._store.inbox()
+            except StoreError as exc:
+                _log.error("inbox.unreadable", error=str(exc))
+                requests = None
+            if requests:
+                delay = INBOX_POLL_MIN
+                for seq, text in requests:
+                    if seq not in self._inbox_done and self._state == "open":
+                        await self._apply_request(seq, text)
+            else:
+                delay = min(delay * 2, INBOX_POLL_MAX)
+            await asyncio.sleep(delay)
+
+    async def _apply_request(self, seq: int, text: str) -> None:
+        accepted: Sequence[Mark] = ((seq, "accepted", None),)
+        try:
+            request = REQUEST_DECODER.decode(text)
+            match request:
+                case SendRequest():
+                    event = lookup(request.event)
+                    value = _json_payload(event, request.payload)
+                    await self._send(
+                        request.instance, event, value, request.error, request.cancelled, accepted
+                    )
+                case ResolveRequest():
+                    made = self._tokens.get(request.token)
+                    actor = self._actors.get(made or "")
+                    event_name = actor.snapshot.tokens[request.token].name if actor else None
+                    made_event = lookup(event_name) if event_name else None
+                    value = _json_payload(made_event, request.payload)
+                    await self._resolve(request.token, value, request.error, accepted)
+                case CancelRequest():
+                    await self._cancel(request.instance, accepted)
+                case NotifyRequest():
+                    await self.notify(*request.topics)
+                    await self._writer.append_acked([], accepted)
+            _log.info("inbox.accepted", seq=seq)
+        except (ActorflowError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            if isinstance(exc, RuntimeClosed) or self._state != "open":
+                return
+            reason = str(exc) or type(exc).__name__
+            _log.info("inbox.rejected", seq=seq, reason=reason)
+            try:
+                await self._writer.append_acked([], ((seq, "rejected", reason),))
+            except (StoreError, RuntimeClosed):
+                return
+        self._inbox_done.add(seq)
 
     # -- following instances ---------------------------------------------------------
     def handle(self, workflow_id: str) -> Handle[Any]:
@@ -379,15 +476,21 @@ class Runtime:
 
     async def cancel(self, workflow_id: str) -> None:
         """Ask instance ``workflow_id`` to cancel (durable, idempotent; no-op once finished)."""
+        await self._cancel(workflow_id, ())
+
+    async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
         actor = self._actors.get(workflow_id)
         if actor is None:
             if await self._lookup(workflow_id) is None:
                 raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-            return
-        if actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested:
-            return
-        await self._writer.append_acked([CancelRequested(workflow_id, self.clock.now())])
+            records: list[Record] = []
+        elif actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested:
+            records = []
+        else:
+            records = [CancelRequested(workflow_id, self.clock.now())]
+        if records or marks:
+            await self._writer.append_acked(records, marks)
 
     async def checkpoint(self) -> None:
         """Fold the log into snapshots now (it also happens on its own, and at close)."""

@@ -88,8 +88,14 @@ def status_of(
     snapshot: Snapshot, actor: Actor | None = None, *, with_events: bool = True
 ) -> Status:
     """The :class:`Status` of an instance, live from its actor when it has one."""
-    waits: list[Wait] = []
+    waits = [
+        Wait(w.kind, w.name, w.token, _maybe(w.deadline))  # type: ignore[arg-type]
+        for w in snapshot.waiting
+        if w.kind != "step"
+    ]
     state = snapshot.status
+    if state == "running" and waits and len(waits) == len(snapshot.waiting):
+        state = "waiting"
     detail = None
     if actor is not None:
         state = actor.status

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from actorflow.errors import RuntimeClosed, StoreError
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
 from actorflow.records import Record
 from actorflow.store import Store
+from actorflow.store.base import Mark
 
 
 class GroupWriter:
@@ -38,6 +39,7 @@ class GroupWriter:
         self._checkpoint_every = checkpoint_every
         self._since_checkpoint = 0
         self._pending: list[Record] = []
+        self._marks: list[Mark] = []
         self._acks: list[asyncio.Future[None]] = []
         self._checkpoint_waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
@@ -49,7 +51,10 @@ class GroupWriter:
     @property
     def idle(self) -> bool:
         """Nothing queued and nothing being written."""
-        return not self._pending and not self._writing and not self._checkpoint_waiters
+        return (
+            not self._pending and not self._marks and not self._writing
+            and not self._checkpoint_waiters
+        )  # fmt: skip
 
     def append(self, records: list[Record]) -> None:
         """Queue records to be written in order; no acknowledgement."""
@@ -58,19 +63,23 @@ class GroupWriter:
         self._pending += records
         self._wakeup.set()
 
-    def append_acked(self, records: list[Record]) -> asyncio.Future[None]:
-        """Queue records; the future resolves once they are committed (or fails)."""
+    def append_acked(
+        self, records: list[Record], marks: Sequence[Mark] = ()
+    ) -> asyncio.Future[None]:
+        """Queue records (and inbox verdicts, written in the same transaction); the
+        future resolves once they are committed (or fails)."""
         if self._closed:
             raise RuntimeClosed("the runtime is closed")
         future: asyncio.Future[None] = host_loop().create_future()
         self._pending += records
+        self._marks += marks
         self._acks.append(future)
         self._wakeup.set()
         return future
 
     def barrier(self) -> asyncio.Future[None] | None:
         """A future for the commit of everything queued so far (``None``: nothing is)."""
-        if self._pending:
+        if self._pending or self._marks:
             return self.append_acked([])
         return self._inflight
 
@@ -96,20 +105,22 @@ class GroupWriter:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            if self._pending:
+            if self._pending or self._marks:
                 await self._write()
             if self._checkpoint_waiters or self._since_checkpoint >= self._checkpoint_every:
                 await self._run_checkpoint()
 
     async def _write(self) -> None:
         batch, self._pending = self._pending, []
+        marks, self._marks = self._marks, []
         acks, self._acks = self._acks, []
         self._writing = True
         self._inflight = inflight = host_loop().create_future()
         acks.append(inflight)
         try:
-            await self._store.write(batch)
-        except StoreError as exc:
+            await self._store.write(batch, marks)
+        except Exception as error:  # any failure to write is a store failure to callers
+            exc = as_store_error(error)
             self._on_failure(batch, exc)
             for future in acks:
                 if not future.done():
@@ -130,11 +141,12 @@ class GroupWriter:
 
     async def _run_checkpoint(self) -> None:
         waiters, self._checkpoint_waiters = self._checkpoint_waiters, []
-        if self._pending:
+        if self._pending or self._marks:
             await self._write()
         try:
             await self._checkpoint()
-        except StoreError as exc:
+        except Exception as error:
+            exc = as_store_error(error)
             for future in waiters:
                 if not future.done():
                     future.set_exception(exc)
@@ -143,3 +155,12 @@ class GroupWriter:
         for future in waiters:
             if not future.done():
                 future.set_result(None)
+
+
+def as_store_error(error: Exception) -> StoreError:
+    """``error`` as the :class:`StoreError` callers are promised."""
+    if isinstance(error, StoreError):
+        return error
+    wrapped = StoreError(f"writing to the store failed: {type(error).__name__}: {error}")
+    wrapped.__cause__ = error
+    return wrapped

@@ -106,9 +106,9 @@ async def test_group_commit_puts_many_records_in_one_transaction(db: Path) -> No
         assert isinstance(store, SQLiteStore)
         original = store.write
 
-        async def counting(records: list[object]) -> None:
+        async def counting(records: list[object], marks: object = ()) -> None:
             writes.append(len(records))
-            await original(records)  # type: ignore[arg-type]
+            await original(records, marks)  # type: ignore[arg-type]
 
         store.write = counting  # type: ignore[method-assign,assignment]
         import asyncio

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Protocol
 
 from actorflow.records import Record, Snapshot, Started, apply, new_snapshot
+
+Mark = tuple[int, str, "str | None"]
+"""An inbox verdict written with a batch: (request seq, accepted|rejected, reason)."""
 
 
 class Store(Protocol):
@@ -15,8 +18,13 @@ class Store(Protocol):
         """Open (creating if new), recover, and return the unfinished instances."""
         ...
 
-    async def write(self, records: list[Record]) -> None:
-        """Append ``records`` to the log in one transaction; durable when this returns."""
+    async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
+        """Append ``records`` to the log in one transaction, with verdicts on the inbox
+        requests that produced them; durable when this returns."""
+        ...
+
+    async def inbox(self) -> list[tuple[int, str]] | None:
+        """Pending requests from other processes if any arrived since the last call."""
         ...
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:

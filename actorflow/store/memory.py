@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
+from actorflow.store.base import Mark
 
 
 class MemoryStore:
@@ -23,9 +24,14 @@ class MemoryStore:
         """A new in-memory store has nothing to recover."""
         return []
 
-    async def write(self, records: list[Record]) -> None:
-        """Append encoded ``records``."""
-        self._wal.append(RECORD_ENCODER.encode(records))
+    async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
+        """Append encoded ``records`` (there is no inbox in memory: no marks)."""
+        if records:
+            self._wal.append(RECORD_ENCODER.encode(records))
+
+    async def inbox(self) -> list[tuple[int, str]] | None:
+        """No other process can reach an in-memory store."""
+        return None
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:
         """Keep encoded snapshots, drop the log."""

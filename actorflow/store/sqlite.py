@@ -7,10 +7,12 @@ schema) raises :class:`StoreError` before a single byte of it is changed.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Iterator
+import time
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -24,7 +26,8 @@ from actorflow.records import (
     Record,
     Snapshot,
 )
-from actorflow.store.base import fold_log
+from actorflow.store.base import Mark, fold_log
+from actorflow.store.lock import OwnerLock
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
 SCHEMA_VERSION = 1
@@ -45,7 +48,17 @@ CREATE TABLE snapshots (
     snapshot BLOB NOT NULL
 );
 CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
+CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    request TEXT NOT NULL,  -- JSON, see actorflow.inbox
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending | accepted | rejected
+    reason TEXT,
+    decided_at REAL
+);
+CREATE INDEX inbox_pending ON inbox (status, seq);
 """
+
 
 Durability = Literal["normal", "full"]
 
@@ -84,6 +97,8 @@ class SQLiteStore:
         self.path = Path(path)
         self.durability = durability
         self._db: aiosqlite.Connection | None = None
+        self._lock = OwnerLock(self.path)
+        self._data_version: object = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -94,19 +109,27 @@ class SQLiteStore:
     async def open(self) -> list[Snapshot]:
         """Open or create the file, fold the log into snapshots, return unfinished ones."""
         check_file(self.path)
+        existed = self.path.exists()
+        self._lock.acquire()
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
+            self._lock.release()
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         try:
             await self._check_schema()
             return await self._recover()
         except sqlite3.DatabaseError as exc:
-            await self.close()
+            await self._abandon(existed)
             raise StoreError(f"{self.path} is damaged or not a database: {exc}") from None
         except BaseException:
-            await self.close()
+            await self._abandon(existed)
             raise
+
+    async def _abandon(self, existed: bool) -> None:
+        await self.close()
+        if not existed and self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()  # we made that empty file; leave nothing behind
 
     async def _check_schema(self) -> None:
         db = self.db
@@ -158,13 +181,21 @@ class SQLiteStore:
         db = self.db
         return await db._execute(fn, db._conn)  # type: ignore[no-any-return,no-untyped-call]
 
-    async def write(self, records: list[Record]) -> None:
-        """Append ``records`` in one transaction, as one row (the batch is the unit)."""
-        blob = RECORD_ENCODER.encode(records)
+    async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
+        """Append ``records`` in one transaction, as one row (the batch is the unit),
+        together with the verdicts on the inbox requests that produced them."""
+        blob = RECORD_ENCODER.encode(records) if records else None
+        now = time.time()
 
         def insert(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.execute("INSERT INTO wal (record) VALUES (?)", (blob,))
+                if blob is not None:
+                    conn.execute("INSERT INTO wal (record) VALUES (?)", (blob,))
+                if marks:
+                    conn.executemany(
+                        "UPDATE inbox SET status = ?, reason = ?, decided_at = ? WHERE seq = ?",
+                        [(status, reason, now, seq) for seq, status, reason in marks],
+                    )
 
         try:
             await self._in_thread(insert)
@@ -220,8 +251,23 @@ class SQLiteStore:
         async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
             return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
 
+    async def inbox(self) -> builtins.list[tuple[int, str]] | None:
+        """Pending inbox requests, oldest first, if another process wrote since the last
+        call (``PRAGMA data_version`` of this connection moved); else ``None``."""
+        version = await self._scalar("PRAGMA data_version")
+        if version == self._data_version:
+            return None
+        self._data_version = version
+        async with self.db.execute(
+            "SELECT seq, request FROM inbox WHERE status = 'pending' ORDER BY seq"
+        ) as cur:
+            return [(int(seq), str(request)) async for seq, request in cur]
+
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
+        """Close the connection and give up ownership (idempotent)."""
         db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        try:
+            if db is not None:
+                await db.close()
+        finally:
+            self._lock.release()
