@@ -23,6 +23,7 @@ from actorflow.errors import (
 )
 from actorflow.events import Event, EventRef
 from actorflow.handle import Handle
+from actorflow.log import configure_logging
 from actorflow.runtime import Runtime
 from actorflow.status import EventRecord, Status, Wait
 from actorflow.steps import Retry
@@ -54,6 +55,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "__version__",
+    "configure_logging",
     "testing",
     "workflow",
 ]

@@ -67,6 +67,7 @@ class Phase(enum.Enum):
     FINISHING = "finishing"  # the workflow returned; its Finished record is being written
     FINISHED = "finished"
     HELD = "held"  # cannot run here (unknown workflow, non-determinism, failed write)
+    STOPPED = "stopped"  # its runtime closed: nothing it does goes live any more
 
 
 @dataclass(slots=True, eq=False)
@@ -135,6 +136,9 @@ class Actor:
         self._mail_by_name: dict[str, dict[int, EventState]] = {}
         self._mail_by_token: dict[str, EventState] = {}
         self._reserved: set[int] = set()
+        # By-name events accepted but not yet committed, and not bound to a wait: a
+        # later event of the same name must not overtake them to a wait.
+        self._unwritten: dict[str, int] = {}
         self._used_tokens = {e.token for e in snapshot.events if e.token is not None}
         self._outcomes: dict[int, Outcome] = {}
         self._context: Context[Any] | None = None
@@ -186,15 +190,22 @@ class Actor:
         self._check_conditions()
         self._record_waits()
 
-    def _hold(self, why: str, error: type[ActorflowError] = ActorflowError) -> None:
+    def _hold(self, why: str, error: type[ActorflowError] | None = ActorflowError) -> None:
+        # ``error=None``: held only until the runtime replaces this actor (a failed write).
         self.phase = Phase.HELD
         self.detail = why
-        self.held = error(f"instance {self.id!r} is held: {why}")
+        self.held = None if error is None else error(f"instance {self.id!r} is held: {why}")
         self.loop.drop()
         for call in self.calls.values():
-            if call.timer is not None:
-                call.timer.cancel()
+            self._unregister(call)
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
+
+    def stop(self) -> None:
+        """The runtime closed: drop queued work. Workflow code that still unwinds (its
+        coroutine closed by the garbage collector runs ``finally`` blocks) starts nothing."""
+        if self.phase is not Phase.FINISHED:
+            self.phase = Phase.STOPPED
+        self.loop.drop()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if self.phase is Phase.HELD:
@@ -254,8 +265,9 @@ class Actor:
     def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
         """Store a value made now by call ``seq`` (written after anything queued before)."""
         if self.phase is not Phase.HELD:
+            # Into the snapshot only once committed: a value lost with a failed write
+            # must not be replayed as if it were stored.
             record = Value(self.id, seq, kind, name, value, self.services.clock.now())
-            self.snapshot.values[seq] = record
             self.services.writer.append([record])
 
     def _diverged(self, seq: int, stored: str, made: str) -> None:
@@ -319,6 +331,7 @@ class Actor:
             self.bind(call, self.outcome(call))
         else:
             what = f"{call.kind} {call.name!r}"
+            _log.info("wait.timeout", workflow_id=self.id, kind=call.kind, name=call.name)
             error = error_info(WaitTimeout(f"timed out waiting for {what}"))
             self.bind(call, self.outcome(call, error=error))
 
@@ -347,13 +360,17 @@ class Actor:
             now if created_at is None else created_at, now, handled,
         )  # fmt: skip
         records: list[Record] = [sent]
-        if not handled and self.phase is Phase.LIVE:
-            call = self._waiting_call(name, token)
+        if not handled:
+            call = None
+            if self.phase is Phase.LIVE and not (token is None and name in self._unwritten):
+                call = self._waiting_call(name, token)
             if call is not None:
                 call.bound = True
                 self._unregister(call)
                 self._reserved.add(event_id)
                 records.append(self.outcome(call, event=event_id))
+            elif token is None:
+                self._unwritten[name] = self._unwritten.get(name, 0) + 1
         return self.services.writer.append_acked(records, marks)
 
     def token_used(self, token: str) -> bool:
@@ -417,6 +434,8 @@ class Actor:
                 if record.handled:
                     self._handle(record)
                 elif record.id not in self._reserved:  # else its Outcome follows in this batch
+                    if record.token is None:
+                        self._written(record.name)
                     self._to_mailbox(self.event(record.id))
             case EventReturned():
                 self._to_mailbox(self.event(record.id))
@@ -426,9 +445,21 @@ class Actor:
                 self.phase = Phase.FINISHED
                 self.services.on_finished(self)
 
+    def _written(self, name: str) -> None:
+        left = self._unwritten.get(name, 0) - 1
+        if left > 0:
+            self._unwritten[name] = left
+        else:
+            self._unwritten.pop(name, None)
+
     def write_failed(self, records: list[Record], error: Exception) -> None:
-        """Records of this instance were not written: hold it until the next open replays it."""
-        self._hold(f"a write failed ({error}); the instance resumes when the runtime reopens")
+        """Records of this instance were not written: freeze it. The runtime then replaces
+        it by an actor replayed from what was committed (``held`` stays ``None``)."""
+        for record in records:
+            if isinstance(record, EventSent) and record.wf == self.id and record.token:
+                self._used_tokens.discard(record.token)  # refused: the token may be retried
+        if self.phase is not Phase.HELD:
+            self._hold(f"a write failed ({error}); it resumes by replay once writes succeed", None)
 
     def _replay(self, effect: Effect) -> None:
         match effect:
@@ -442,7 +473,8 @@ class Actor:
                             "makes that call; restore the code that started this instance",
                             NonDeterminismError,
                         )
-                    return  # the workflow had cancelled that call
+                    self._give_back(effect)  # the workflow had cancelled that call
+                    return
                 self._deliver(effect)
             case EventSent():
                 self._handle(effect)
@@ -455,15 +487,27 @@ class Actor:
             return
         future = call.future
         if future.done():
-            if outcome.event is not None and self.phase is Phase.LIVE:
-                self.services.writer.append([EventReturned(self.id, outcome.event)])
+            self._give_back(outcome)
             return
-        self._reserved.discard(outcome.event if outcome.event is not None else -1)
+        if outcome.event is not None:
+            self._reserved.discard(outcome.event)
+            if self.phase is Phase.LIVE:
+                _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
             future.set_result(self._result(call, outcome))
         except BaseException as exc:
             future.set_exception(exc)
         self._run()
+
+    def _give_back(self, outcome: Outcome) -> None:
+        # A cancelled wait consumes nothing. Also on replay: a crash may have lost the
+        # EventReturned, and the event must not stay taken by a call that is gone.
+        if (
+            outcome.event is not None
+            and self.phase is not Phase.HELD
+            and self.event(outcome.event).consumed_by == outcome.seq
+        ):
+            self.services.writer.append([EventReturned(self.id, outcome.event)])
 
     def _result(self, call: Call, outcome: Outcome) -> Any:
         error = outcome.error
@@ -504,6 +548,8 @@ class Actor:
         except Exception as exc:
             _log.error("handler.failed", workflow_id=self.id, name=sent.name, error=repr(exc))
         self._check_conditions()
+        if self.phase is Phase.LIVE:
+            self._record_waits()
 
     def _cancel(self) -> None:
         if self.task is not None and not self.task.done():
@@ -524,9 +570,17 @@ class Actor:
             for c in self.calls.values()
             if not c.bound and not c.future.done()
         ]
-        if waits != self.snapshot.waiting:
-            self.snapshot.waiting = waits
-            self.services.writer.append([Waiting(self.id, waits, self.services.clock.now())])
+        state = None
+        if self.state is not None:
+            try:
+                state = codec.encode(self.state, "the state")
+            except TypeError as exc:  # shown only; replay rebuilds state from handlers
+                _log.warning("state.unencodable", workflow_id=self.id, error=str(exc))
+        snapshot = self.snapshot
+        if waits != snapshot.waiting or state != snapshot.state:
+            snapshot.waiting = waits
+            snapshot.state = state
+            self.services.writer.append([Waiting(self.id, waits, self.services.clock.now(), state)])
 
     def _check_conditions(self) -> None:
         if self.phase is not Phase.LIVE:

@@ -1,25 +1,398 @@
-"""The ``actorflow`` command line."""
+"""The ``actorflow`` command line: inspect a database and reach its runtime from a shell.
+
+``list`` and ``show`` read the file (never taking it over); ``send``, ``resolve``,
+``reject``, ``cancel`` and ``notify`` put a request in the database's inbox, which the
+owning runtime applies within about 100 ms, or at its next start when none runs.
+``--wait`` blocks until the runtime accepted or rejected the request.
+Errors are one line on stderr and a non-zero exit status: 1 for an error or a
+rejected request, 2 for a usage error, 3 for a request still pending after ``--wait``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sqlite3
 import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import msgspec
 
 import actorflow
+from actorflow.errors import ActorflowError
+from actorflow.events import check_name
+from actorflow.inbox import (
+    CancelRequest,
+    NotifyRequest,
+    Receipt,
+    Request,
+    ResolveRequest,
+    SendRequest,
+    submit,
+    wait_for_receipt,
+)
+from actorflow.log import configure_logging
+from actorflow.reader import Details, Reader
+from actorflow.status import STATES, Status, Wait
+from actorflow.store.lock import owner_pid
+
+EXIT_ERROR, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
+MAX_PAYLOAD_TEXT = 1_048_576  # the runtime's default payload limit
+MAX_DEPTH = 64  # JSON nesting the CLI accepts
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="actorflow", description=actorflow.__doc__)
+class CommandError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+# -- arguments ------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    # --db, --json and -v work before or after the command name: the shared options
+    # live on the main parser and (without defaults, so they do not reset it) on each
+    # command's parser.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--db", help="database file (default: $ACTORFLOW_DB, else actorflow.db)")
+    common.add_argument("--json", action="store_true", help="print one JSON document")
+    common.add_argument("-v", "--verbose", action="count", help="log actorflow events")
+
+    parser = argparse.ArgumentParser(
+        prog="actorflow",
+        description="Inspect an actorflow database and send to its workflows.",
+        parents=[common],
+    )
     parser.add_argument("--version", action="version", version=f"actorflow {actorflow.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="run a self-contained approval flow across a restart")
-    args = parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, parents=[common])
+
+    p = command("list", "list instances with their state and what they wait on")
+    p.add_argument(
+        "--status", action="append", choices=sorted(STATES), help="only this state (repeatable)"
+    )
+    p.add_argument("--workflow", help="only instances of this workflow")
+
+    p = command("show", "one instance: status, args, state, waits, events, steps")
+    p.add_argument("id", help="instance ID")
+
+    p = command("send", "send an event to an instance by name")
+    p.add_argument("id", help="instance ID")
+    p.add_argument("event", help="event name")
+    p.add_argument("payload", nargs="?", help="JSON payload, - for stdin, @FILE for a file")
+    failure = p.add_mutually_exclusive_group()
+    failure.add_argument("--error", metavar="MSG", help="make the wait raise af.EventFailed")
+    failure.add_argument(
+        "--cancelled", action="store_true", help="make the wait raise af.EventCancelled"
+    )
+    _wait_options(p)
+
+    p = command("resolve", "resolve a pre-created event by its token")
+    p.add_argument("token", help="the event's token (EventRef.id)")
+    p.add_argument("payload", nargs="?", help="JSON payload, - for stdin, @FILE for a file")
+    _wait_options(p)
+
+    p = command("reject", "fail a pre-created event by its token")
+    p.add_argument("token", help="the event's token (EventRef.id)")
+    p.add_argument("message", help="the error the waiting workflow sees")
+    _wait_options(p)
+
+    p = command("cancel", "cancel an instance")
+    p.add_argument("id", help="instance ID")
+    _wait_options(p)
+
+    p = command("notify", "re-run ctx.wait_for queries listening on these topics")
+    p.add_argument("topics", nargs="+", metavar="TOPIC")
+    _wait_options(p)
+
+    command("demo", "run a self-contained approval flow across a restart")
+    return parser
+
+
+def _wait_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--wait", action="store_true", help="wait until the runtime accepted or rejected it"
+    )
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits (default 10)")
+
+
+# -- payloads -------------------------------------------------------------------------
+def _payload_text(arg: str | None) -> str | None:
+    """The JSON text of a payload argument (inline, ``-`` for stdin, ``@path``), checked."""
+    if arg is None:
+        return None
+    if arg == "-":
+        raw = sys.stdin.buffer.read(MAX_PAYLOAD_TEXT + 1)
+        source = "stdin"
+    elif arg.startswith("@"):
+        try:
+            with open(arg[1:], "rb") as f:
+                raw = f.read(MAX_PAYLOAD_TEXT + 1)
+        except OSError as exc:
+            raise CommandError(f"cannot read payload file {arg[1:]!r}: {exc.strerror}") from None
+        source = f"file {arg[1:]!r}"
+    else:
+        raw = arg.encode("utf-8", "surrogateescape")
+        source = "the payload argument"
+    if len(raw) > MAX_PAYLOAD_TEXT:
+        raise CommandError(f"payload from {source} is larger than {MAX_PAYLOAD_TEXT} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"payload from {source} is not UTF-8: {exc.reason}") from None
+    _check_json(text, source)
+    return text
+
+
+def _check_json(text: str, source: str) -> None:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:  # a cheap depth scan first: deep nesting would exhaust the stack
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise CommandError(f"payload from {source} is nested deeper than {MAX_DEPTH} levels")
+    try:
+        msgspec.json.decode(text)
+    except (msgspec.DecodeError, RecursionError) as exc:
+        raise CommandError(f"payload from {source} is not valid JSON: {exc}") from None
+
+
+# -- output ---------------------------------------------------------------------------
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(msgspec.json.encode(value).decode() + "\n")
+
+
+def _when(moment: datetime | None) -> str:
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _in(moment: datetime) -> str:
+    seconds = int((moment - datetime.now(UTC)).total_seconds())
+    if seconds <= 0:
+        return "due"
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours)
+    parts += [f"{minutes}m"] * bool(minutes and not days) + [f"{secs}s"] * bool(
+        not days and not hours
+    )
+    return "in " + " ".join(parts)
+
+
+def _wait_text(wait: Wait) -> str:
+    what = {"timer": "timer", "condition": "condition", "query": "query"}.get(wait.kind, "event")
+    if wait.kind == "event":
+        what = f"event {wait.name}" + (f" (token {wait.token})" if wait.token else "")
+    elif wait.name and wait.kind != "timer":
+        what = f"{wait.kind} {wait.name}"
+    if wait.deadline is not None:
+        what += f" until {_when(wait.deadline)} ({_in(wait.deadline)})"
+    return what
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    )
+
+
+def _print_list(statuses: list[Status]) -> None:
+    if not statuses:
+        print("no instances")
+        return
+    rows = [["ID", "WORKFLOW", "STATE", "WAITING ON", "UPDATED"]]
+    for s in statuses:
+        waits = "; ".join(_wait_text(w) for w in s.waiting_on) or "-"
+        rows.append([s.id, s.workflow, s.state, waits, _when(s.updated_at)])
+    print(_table(rows))
+
+
+def _short(value: Any) -> str:
+    text = msgspec.json.encode(value).decode()
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def _print_details(d: Details) -> None:
+    s = d.status
+    lines = [
+        f"id:        {s.id}",
+        f"workflow:  {s.workflow}",
+        f"status:    {s.state}",
+        f"created:   {_when(s.created_at)}",
+        f"updated:   {_when(s.updated_at)}",
+    ]
+    if s.finished_at is not None:
+        lines.append(f"finished:  {_when(s.finished_at)}")
+    lines.append(f"args:      {_short(d.args)}")
+    if d.state is not None:
+        lines.append(f"state:     {_short(d.state)}")
+    if s.state == "completed":
+        lines.append(f"result:    {_short(d.result)}")
+    if s.error:
+        lines.append(f"error:     {s.error}")
+    if s.detail:
+        lines.append(f"detail:    {s.detail}")
+    print("\n".join(lines))
+    if s.waiting_on:
+        print("\nwaiting on:")
+        for wait in s.waiting_on:
+            print(f"  {_wait_text(wait)}")
+    if s.events:
+        print("\nevents:")
+        rows = [["NAME", "TOKEN", "OUTCOME", "CREATED", "SENT", "CONSUMED"]]
+        for e in s.events:
+            rows.append(
+                [e.name, e.token or "-", e.outcome or "pending", _when(e.created_at),
+                 _when(e.sent_at), _when(e.consumed_at)]
+            )  # fmt: skip
+        print("  " + _table(rows).replace("\n", "\n  "))
+    if d.steps:
+        print("\nsteps:")
+        rows = [["#", "NAME", "FINISHED", "RESULT"]]
+        for step in d.steps:
+            outcome = f"error {step.error}" if step.error else _short(step.result)
+            rows.append([str(step.seq), step.name, _when(step.finished_at), outcome])
+        print("  " + _table(rows).replace("\n", "\n  "))
+    if d.traceback:
+        print("\ntraceback:\n" + d.traceback.rstrip())
+
+
+# -- commands -------------------------------------------------------------------------
+def _request(args: argparse.Namespace) -> Request:
+    match args.command:
+        case "send":
+            check_name(args.id, "an instance ID")
+            check_name(args.event, "an event name")
+            payload = _payload_text(args.payload)
+            if payload is not None and (args.error is not None or args.cancelled):
+                raise CommandError("give a payload, or --error / --cancelled, not both")
+            return SendRequest(args.id, args.event, payload, args.error, args.cancelled)
+        case "resolve":
+            check_name(args.token, "a token")
+            return ResolveRequest(args.token, _payload_text(args.payload))
+        case "reject":
+            check_name(args.token, "a token")
+            return ResolveRequest(args.token, None, args.message)
+        case "cancel":
+            check_name(args.id, "an instance ID")
+            return CancelRequest(args.id)
+        case _:
+            for topic in args.topics:
+                check_name(topic, "a topic")
+            return NotifyRequest(list(args.topics))
+
+
+def _check_target(db: Path, request: Request) -> None:
+    """Fail fast on what the runtime would reject for sure: an unknown or finished instance."""
+    if not isinstance(request, SendRequest | CancelRequest):
+        return
+    snapshot = Reader(db).snapshots(request.instance).get(request.instance)
+    if snapshot is None:
+        raise CommandError(f"no workflow instance with id {request.instance!r} in {db}")
+    if snapshot.finished and isinstance(request, SendRequest):
+        raise CommandError(
+            f"workflow instance {request.instance!r} has finished ({snapshot.status}); "
+            "it takes no more events"
+        )
+
+
+def _deliver(db: Path, args: argparse.Namespace) -> int:
+    request = _request(args)
+    _check_target(db, request)
+    seq = submit(db, request)
+    what = f"request #{seq} ({args.command})"
+    if not args.wait:
+        return _report(args, Receipt(seq, "pending", None), f"{what} queued")
+    owner = owner_pid(db)
+    if owner is None:
+        return _report(
+            args,
+            Receipt(seq, "pending", "no runtime is running on this database"),
+            f"{what} queued; no runtime is running on {db}, so it will be applied when one starts",
+            EXIT_PENDING,
+        )
+    found = wait_for_receipt(db, seq, args.timeout)
+    if found.status == "accepted":
+        return _report(args, found, f"{what} accepted by process {owner}")
+    if found.status == "rejected":
+        return _report(args, found, f"{what} rejected: {found.reason}", EXIT_ERROR)
+    return _report(
+        args, found, f"{what} still pending after {args.timeout:g}s (process {owner})", EXIT_PENDING
+    )
+
+
+def _report(args: argparse.Namespace, receipt: Receipt, text: str, code: int = 0) -> int:
+    if args.json:
+        _emit_json(receipt)
+    else:
+        print(text, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from actorflow.demo import main as demo
 
         demo()
-    return 0
+        return 0
+    db = Path(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
+    if args.command == "list":
+        states = set(args.status) if args.status else None
+        statuses = Reader(db).list(states, args.workflow)
+        _emit_json(statuses) if args.json else _print_list(statuses)
+        return 0
+    if args.command == "show":
+        details = Reader(db).show(args.id)
+        _emit_json(details) if args.json else _print_details(details)
+        return 0
+    return _deliver(db, args)
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    print(f"actorflow: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    args = _parser().parse_args(argv)
+    for name, default in (("db", None), ("json", False), ("verbose", 0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if args.verbose:
+        configure_logging("DEBUG" if args.verbose > 1 else "INFO")
+    try:
+        return _run(args)
+    except (ActorflowError, CommandError) as exc:
+        _fail(str(exc))
+    except sqlite3.Error as exc:
+        _fail(f"database error: {exc}")
+    except OSError as exc:
+        _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        return 0
 
 
 if __name__ == "__main__":

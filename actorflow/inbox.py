@@ -10,15 +10,14 @@ table while no runtime runs and are applied at the next open.
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Literal
 
 import msgspec
 
-from actorflow.errors import ActorflowError, StoreError
-from actorflow.store.sqlite import APPLICATION_ID, SCHEMA_VERSION, check_file
+from actorflow.errors import ActorflowError
+from actorflow.store.sqlite import connect_outside
 
 
 class SendRequest(msgspec.Struct, tag="send"):
@@ -66,29 +65,9 @@ class Receipt(msgspec.Struct, frozen=True):
     reason: str | None
 
 
-def _connect(path: str | Path) -> sqlite3.Connection:
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path} does not exist; start a runtime on it first (or check --db)")
-    check_file(path)
-    try:
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is damaged or not a database: {exc}") from None
-    if app_id != APPLICATION_ID:
-        conn.close()
-        raise StoreError(f"{path} is not an actorflow database")
-    if version > SCHEMA_VERSION:
-        conn.close()
-        raise StoreError(f"{path} has a newer actorflow schema ({version}); upgrade actorflow")
-    return conn
-
-
 def submit(path: str | Path, request: Request) -> int:
     """Put ``request`` in the inbox of the database at ``path``; return its sequence number."""
-    conn = _connect(path)
+    conn = connect_outside(path)
     try:
         cur = conn.execute(
             "INSERT INTO inbox (created_at, request) VALUES (?, ?)",
@@ -101,7 +80,7 @@ def submit(path: str | Path, request: Request) -> int:
 
 def receipt(path: str | Path, seq: int) -> Receipt:
     """The current state of inbox request ``seq``."""
-    conn = _connect(path)
+    conn = connect_outside(path)
     try:
         row = conn.execute("SELECT status, reason FROM inbox WHERE seq = ?", (seq,)).fetchone()
     finally:

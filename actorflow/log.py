@@ -65,6 +65,18 @@ logger = _Logger()
 """The logger every actorflow module uses: ``logger.info("step.completed", workflow_id=...)``."""
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time (tests and apps swap it)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(level: int | str = "INFO", json: bool = False) -> None:
     """Show actorflow's events on stderr at ``level``: one line each, key=value or JSON."""
     _renderer[0] = (
@@ -74,7 +86,7 @@ def configure_logging(level: int | str = "INFO", json: bool = False) -> None:
             sort_keys=False, key_order=["timestamp", "event"]
         )
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     for old in [h for h in _stdlib.handlers if not isinstance(h, logging.NullHandler)]:
         _stdlib.removeHandler(old)

@@ -103,11 +103,13 @@ class WaitSpec(msgspec.Struct, array_like=True, frozen=True):
 
 
 class Waiting(msgspec.Struct, tag="waiting", array_like=True):
-    """The instance paused: what it waits on now (written when that changes)."""
+    """The instance paused: what it waits on now and its encoded ``ctx.state``
+    (written when either changes), so other processes can show them."""
 
     wf: str
     waits: list[WaitSpec]
     at: float
+    state: bytes | None = None
 
 
 class Finished(msgspec.Struct, tag="finish", array_like=True):
@@ -179,6 +181,7 @@ class Snapshot(msgspec.Struct):
     attempts: dict[int, int] = msgspec.field(default_factory=dict)
     cancel_requested: bool = False
     waiting: list[WaitSpec] = msgspec.field(default_factory=list)
+    state: bytes | None = None
 
     @property
     def finished(self) -> bool:
@@ -252,6 +255,7 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             snapshot.updated_at = record.at
         case Waiting():
             snapshot.waiting = record.waits
+            snapshot.state = record.state
         case Finished():
             snapshot.waiting = []
             snapshot.status = record.status

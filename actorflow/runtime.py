@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import os
 import time
 import uuid
@@ -52,7 +53,9 @@ R = TypeVar("R")
 Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
 INBOX_POLL_MIN = 0.005
-INBOX_POLL_MAX = 0.08
+INBOX_POLL_MAX = 0.05
+REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
+REPLAY_DELAY_MAX = 1.0
 
 
 def _json_payload(event: Event[Any] | None, payload: str | None) -> Any:
@@ -105,6 +108,9 @@ class Runtime:
         self._work: set[asyncio.Task[Any]] = set()
         self._query_runs: set[asyncio.Task[None]] = set()
         self._busy = 0
+        self._frozen: set[str] = set()  # held after a failed write, to be replayed
+        self._replayer: asyncio.Task[None] | None = None
+        self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
 
     # -- lifecycle -------------------------------------------------------------------
@@ -144,8 +150,13 @@ class Runtime:
             seconds=round(time.perf_counter() - began, 4),
         )
 
-    def _resume(self, snapshot: Snapshot) -> None:
+    def _resume(self, snapshot: Snapshot, replacing: Actor | None = None) -> None:
         actor = Actor(self._services, snapshot, lookup_workflow(snapshot.workflow))
+        if replacing is not None:
+            # Event ids of sends still being written to the old actor stay unique, and
+            # callers of h.result() on the old actor follow the new one.
+            actor.next_event_id = max(actor.next_event_id, replacing.next_event_id)
+            actor.done = replacing.done
         self._actors[actor.id] = actor
         for token in snapshot.tokens:
             self._tokens[token] = actor.id
@@ -161,19 +172,26 @@ class Runtime:
             self._state = "closed"
             return
         self._state = "closing"
+        if self._replayer is not None:
+            self._replayer.cancel()
         if self._work:
             _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        if self._query_runs:  # queries only read: each wait runs its query again at reopen
+            runs = list(self._query_runs)
+            for run in runs:
+                run.cancel()
+            await asyncio.wait(runs)
         try:
             await self._writer.close()
         finally:
             self._timers.close()
             self._state = "closed"
             for actor in self._actors.values():
-                actor.loop.drop()
+                actor.stop()
                 if not actor.done.done():
                     actor.done.set_result(None)
             await self._store.close()
@@ -340,7 +358,20 @@ class Runtime:
                 )
             if error is not None and not isinstance(error, str | BaseException):
                 raise InvalidPayload(f"error= takes a str or an exception, got {error!r}")
-            return None, None if error is None else str(error)
+            text = None if error is None else str(error)
+            if text is not None:
+                try:
+                    size = len(text.encode("utf-8"))
+                except UnicodeEncodeError:
+                    raise InvalidPayload(
+                        f"event {event.name!r}: the error text is not valid Unicode"
+                    ) from None
+                if size > self.max_payload_bytes:
+                    raise InvalidPayload(
+                        f"event {event.name!r}: the error text is {size} bytes, over the "
+                        f"limit of {self.max_payload_bytes} (max_payload_bytes)"
+                    )
+            return None, text
         return event.encode(value, self.max_payload_bytes), None
 
     async def _live_actor(self, workflow_id: str) -> Actor:
@@ -499,6 +530,7 @@ class Runtime:
 
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
+        self._replay_delay = REPLAY_DELAY_MIN
         actors = self._actors
         dirty = self._dirty
         for record in batch:
@@ -511,7 +543,7 @@ class Runtime:
                     self._tokens[codec.decoder(str).decode(record.value)] = wf
             elif isinstance(record, Started):
                 self._resume(new_snapshot(record))
-                _log.debug("workflow.started", workflow_id=wf, workflow=record.workflow)
+                _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
             elif (snapshot := self._finished.get(wf)) is not None:
                 apply(snapshot, record)
 
@@ -520,7 +552,31 @@ class Runtime:
         for wf in {r.wf for r in batch}:
             actor = self._actors.get(wf)
             if actor is not None:
+                if actor.phase is not Phase.HELD:
+                    self._frozen.add(wf)
                 actor.write_failed(batch, error)
+        if self._frozen and (self._replayer is None or self._replayer.done()):
+            self._replayer = host_loop().create_task(self._replay_frozen())
+
+    async def _replay_frozen(self) -> None:
+        """Replace each instance frozen by a failed write with one replayed from what was
+        committed, as a restart would, once everything queued before is written or
+        failed; backs off while writes keep failing."""
+        while self._frozen and self._state == "open":
+            await asyncio.sleep(self._replay_delay)
+            self._replay_delay = min(self._replay_delay * 2, REPLAY_DELAY_MAX)
+            frozen, self._frozen = self._frozen, set()
+            barrier = self._writer.barrier()
+            if barrier is not None:
+                with contextlib.suppress(StoreError):
+                    await barrier
+            if self._state != "open":
+                return
+            for wf in frozen:
+                actor = self._actors.get(wf)
+                if actor is not None and actor.phase is Phase.HELD and actor.held is None:
+                    _log.info("workflow.replayed", workflow_id=wf, reason="write failed")
+                    self._resume(actor.snapshot, replacing=actor)
 
     async def _checkpoint(self) -> None:
         snapshots = list(self._finished.values())
@@ -540,7 +596,15 @@ class Runtime:
         self._finished[actor.id] = actor.snapshot
         if not actor.done.done():
             actor.done.set_result(None)
-        _log.info("workflow." + actor.snapshot.status, workflow_id=actor.id)
+        snapshot = actor.snapshot
+        error = snapshot.error
+        _log.info(
+            "workflow." + snapshot.status,
+            workflow_id=actor.id,
+            workflow=snapshot.workflow,
+            seconds=round(snapshot.updated_at - snapshot.created_at, 6),
+            **({"error": f"{error.type}: {error.message}"} if error is not None else {}),
+        )
 
     # -- side effects ----------------------------------------------------------------
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
@@ -572,7 +636,7 @@ class Runtime:
                     outcome = actor.outcome(
                         call, value=codec.encode(result, f"the result of step {call.name!r}")
                     )
-                    _log.debug("step.completed", workflow_id=actor.id, step=call.name)
+                    _log.info("step.completed", workflow_id=actor.id, step=call.name)
                     break
                 except Exception as exc:
                     failed += 1
@@ -582,6 +646,8 @@ class Runtime:
                             "step.failed", workflow_id=actor.id, step=call.name, error=repr(exc)
                         )
                         break
+                    if actor.phase is not Phase.LIVE:
+                        return  # frozen or finished: its replacement runs the step again
                     delay = policy.delay(failed)
                     _log.info(
                         "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
@@ -615,12 +681,8 @@ class Runtime:
         return future
 
     def _run_query(self, actor: Actor, call: Call) -> None:
-        watch = QueryWatch(actor, call, self._topics)
-        call.watch = watch
-        run = watch.trigger()
-        if run is not None and run not in self._query_runs:
-            self._query_runs.add(run)
-            run.add_done_callback(self._query_runs.discard)
+        call.watch = QueryWatch(actor, call, self._topics, self._query_runs)
+        call.watch.trigger()
 
     # -- for tests (ManualClock) -----------------------------------------------------
     @property

@@ -43,3 +43,25 @@ class OwnerLock:
         if fd is not None:
             os.ftruncate(fd, 0)
             os.close(fd)
+
+
+def owner_pid(database: Path) -> int | None:
+    """The process ID of the runtime that owns ``database`` now, if one seems to.
+
+    A hint for the CLI, read without touching the lock (taking it, even briefly, could
+    make a starting runtime fail): the recorded owner, if that process is alive.
+    """
+    try:
+        text = (database.with_name(database.name + ".lock")).read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit():
+        return None
+    pid = int(text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, owned by another user
+    return pid

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 import aiosqlite
+import msgspec
 
 from actorflow.errors import StoreError
 from actorflow.records import (
@@ -68,10 +69,14 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
+        conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        # Also when COMMIT itself failed (disk full, I/O error): a transaction left
+        # open would make every later BEGIN fail, long after the fault has cleared.
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
 
 
 def check_file(path: Path) -> None:
@@ -88,6 +93,28 @@ def check_file(path: Path) -> None:
             f"{path} is not an SQLite database (nor an actorflow one); "
             "pass the path of an actorflow database or of a new file"
         )
+
+
+def connect_outside(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A plain connection to an existing actorflow database, for processes that do not
+    own it (the CLI): checked like :meth:`SQLiteStore.open` checks, never created."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path} does not exist; start a runtime on it first (or check --db)")
+    check_file(path)
+    try:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is damaged or not a database: {exc}") from None
+    if app_id != APPLICATION_ID:
+        conn.close()
+        raise StoreError(f"{path} is not an actorflow database")
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"{path} has a newer actorflow schema ({version}); upgrade actorflow")
+    return conn
 
 
 class SQLiteStore:
@@ -119,7 +146,7 @@ class SQLiteStore:
         try:
             await self._check_schema()
             return await self._recover()
-        except sqlite3.DatabaseError as exc:
+        except (sqlite3.DatabaseError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             await self._abandon(existed)
             raise StoreError(f"{self.path} is damaged or not a database: {exc}") from None
         except BaseException:
@@ -219,13 +246,23 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"could not checkpoint {self.path}: {exc}") from exc
 
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        # A read can meet a damaged page or record long after open: say so as the
+        # StoreError every caller expects, not as a raw sqlite3 or msgspec error.
+        try:
+            yield
+        except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreError(f"could not read {self.path} (damaged?): {exc}") from exc
+
     async def load(self, instance_id: str) -> Snapshot | None:
         """The checkpointed snapshot of ``instance_id``, if any."""
-        async with self.db.execute(
-            "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
-        ) as cur:
-            row = await cur.fetchone()
-        return SNAPSHOT_DECODER.decode(row[0]) if row else None
+        with self._reading():
+            async with self.db.execute(
+                "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
+            ) as cur:
+                row = await cur.fetchone()
+            return SNAPSHOT_DECODER.decode(row[0]) if row else None
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each checkpointed instance among ``instance_ids``."""
@@ -234,8 +271,9 @@ class SQLiteStore:
         for i in range(0, len(ids), 500):
             chunk = ids[i : i + 500]
             sql = f"SELECT id, workflow FROM snapshots WHERE id IN ({','.join('?' * len(chunk))})"
-            async with self.db.execute(sql, chunk) as cur:
-                found.update({row[0]: row[1] async for row in cur})
+            with self._reading():
+                async with self.db.execute(sql, chunk) as cur:
+                    found.update({row[0]: row[1] async for row in cur})
         return found
 
     async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
@@ -248,20 +286,22 @@ class SQLiteStore:
         if workflow is not None:
             sql += " AND workflow = ?"
             params.append(workflow)
-        async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
-            return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
+        with self._reading():
+            async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
+                return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
 
     async def inbox(self) -> builtins.list[tuple[int, str]] | None:
         """Pending inbox requests, oldest first, if another process wrote since the last
         call (``PRAGMA data_version`` of this connection moved); else ``None``."""
-        version = await self._scalar("PRAGMA data_version")
-        if version == self._data_version:
-            return None
-        self._data_version = version
-        async with self.db.execute(
-            "SELECT seq, request FROM inbox WHERE status = 'pending' ORDER BY seq"
-        ) as cur:
-            return [(int(seq), str(request)) async for seq, request in cur]
+        with self._reading():
+            version = await self._scalar("PRAGMA data_version")
+            if version == self._data_version:
+                return None
+            self._data_version = version
+            async with self.db.execute(
+                "SELECT seq, request FROM inbox WHERE status = 'pending' ORDER BY seq"
+            ) as cur:
+                return [(int(seq), str(request)) async for seq, request in cur]
 
     async def close(self) -> None:
         """Close the connection and give up ownership (idempotent)."""

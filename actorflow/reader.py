@@ -1,0 +1,144 @@
+"""Reading a database from outside its runtime: what the CLI's ``list`` and ``show`` see.
+
+A reader never takes ownership and never writes. It reads the checkpointed
+snapshots and the write-ahead log tail in one read transaction (so a checkpoint
+running meanwhile cannot make it miss or double a record) and folds them the same
+way recovery does. What it sees is everything the owning runtime has committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actorflow import codec
+from actorflow.clock import to_datetime
+from actorflow.errors import ActorflowError, StoreError
+from actorflow.records import (
+    BATCH_DECODER,
+    SNAPSHOT_DECODER,
+    Outcome,
+    Snapshot,
+    Started,
+    apply,
+    new_snapshot,
+)
+from actorflow.status import STATES, Status, status_of
+from actorflow.store.sqlite import connect_outside
+
+_ANY = codec.decoder(Any)
+
+
+class StepRecord(msgspec.Struct, frozen=True):
+    """A step whose outcome is stored: its result, or the error it finally raised."""
+
+    seq: int
+    name: str
+    finished_at: datetime
+    result: Any = None
+    error: str | None = None
+
+
+class Details(msgspec.Struct, frozen=True):
+    """Everything stored about one instance, decoded to plain values for display."""
+
+    status: Status
+    args: list[Any]
+    state: Any
+    result: Any
+    traceback: str | None
+    steps: list[StepRecord]
+
+
+def _decode(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    try:
+        return _ANY.decode(blob)
+    except msgspec.DecodeError:
+        return f"<{len(blob)} undecodable bytes>"
+
+
+class Reader:
+    """A read-only view of the actorflow database at ``path``."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def snapshots(self, instance_id: str | None = None) -> dict[str, Snapshot]:
+        """Every instance (or just ``instance_id``) as committed: snapshots + log tail."""
+        conn = connect_outside(self.path)
+        try:
+            conn.execute("BEGIN")  # one snapshot of the file for both tables
+            if instance_id is None:
+                rows = conn.execute("SELECT snapshot FROM snapshots").fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
+                ).fetchall()
+            log = conn.execute("SELECT record FROM wal ORDER BY seq").fetchall()
+            conn.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} could not be read: {exc}") from None
+        finally:
+            conn.close()
+        try:
+            found = {s.id: s for s in (SNAPSHOT_DECODER.decode(blob) for (blob,) in rows)}
+            for (blob,) in log:
+                for record in BATCH_DECODER.decode(blob):
+                    if instance_id is not None and record.wf != instance_id:
+                        continue
+                    if isinstance(record, Started):
+                        found[record.wf] = new_snapshot(record)
+                    elif (snapshot := found.get(record.wf)) is not None:
+                        apply(snapshot, record)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreError(
+                f"{self.path} holds a record this actorflow cannot read: {exc}"
+            ) from None
+        return found
+
+    def list(self, states: set[str] | None = None, workflow: str | None = None) -> list[Status]:
+        """Instances (optionally only in ``states`` / of ``workflow``), oldest first."""
+        if states is not None and not states <= STATES:
+            raise ActorflowError(f"unknown status in {sorted(states)}; use {sorted(STATES)}")
+        statuses = [status_of(s, with_events=False) for s in self.snapshots().values()]
+        return sorted(
+            (
+                s
+                for s in statuses
+                if (states is None or s.state in states)
+                and (workflow is None or s.workflow == workflow)
+            ),
+            key=lambda s: (s.created_at, s.id),
+        )
+
+    def show(self, instance_id: str) -> Details:
+        """Everything about instance ``instance_id``; unknown ids are an error."""
+        snapshot = self.snapshots(instance_id).get(instance_id)
+        if snapshot is None:
+            raise ActorflowError(f"no workflow instance with id {instance_id!r} in {self.path}")
+        steps = [
+            StepRecord(
+                seq=o.seq,
+                name=o.name,
+                finished_at=to_datetime(o.at),
+                result=_decode(o.value),
+                error=None if o.error is None else f"{o.error.type}: {o.error.message}",
+            )
+            for o in snapshot.history
+            if isinstance(o, Outcome) and o.kind == "step"
+        ]
+        error = snapshot.error
+        return Details(
+            status=status_of(snapshot),
+            args=[_decode(a) for a in snapshot.args],
+            state=_decode(snapshot.state),
+            result=_decode(snapshot.result),
+            traceback=error.traceback or None if error is not None else None,
+            steps=steps,
+        )
