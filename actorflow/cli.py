@@ -248,8 +248,8 @@ def _print_details(d: Details) -> None:
         lines.append(f"state:     {_short(d.state)}")
     if s.state == "completed":
         lines.append(f"result:    {_short(d.result)}")
-    if s.error:
-        lines.append(f"error:     {s.error}")
+    if s.error:  # its first line; the traceback follows at the end
+        lines.append(f"error:     {s.error.splitlines()[0]}")
     if s.detail:
         lines.append(f"detail:    {s.detail}")
     print("\n".join(lines))

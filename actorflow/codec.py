@@ -35,6 +35,14 @@ def encode(value: object, what: str) -> bytes:
 
 def return_type(fn: Callable[..., Any]) -> Any:
     """The declared return type of ``fn`` (unwrapping coroutines), or ``Any``."""
+    # Every ctx.step asks; resolving string annotations compiles them each time.
+    try:
+        return _cached_return_type(fn)
+    except TypeError:  # an unhashable callable
+        return _return_type(fn)
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
     try:
         hints = typing.get_type_hints(fn)
     except Exception:
@@ -46,6 +54,9 @@ def return_type(fn: Callable[..., Any]) -> Any:
     if origin is not None and getattr(origin, "__name__", "") in {"Coroutine", "Awaitable"}:
         return typing.get_args(target)[-1]
     return target
+
+
+_cached_return_type = functools.lru_cache(maxsize=4096)(_return_type)
 
 
 def parameter_types(fn: Callable[..., Any]) -> list[Any]:

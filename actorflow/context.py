@@ -143,7 +143,9 @@ class Context(Generic[S]):
 
     def sleep(self, delay: float | timedelta) -> asyncio.Future[None]:
         """A durable timer: resume after ``delay`` (seconds or timedelta), across restarts."""
-        return self._timer(self._deadline(seconds(delay, "delay") or 0.0))
+        if delay is None:
+            raise TypeError("delay must be a timedelta or a number of seconds, got None")
+        return self._timer(self._deadline(seconds(delay, "delay")))
 
     def sleep_until(self, when: datetime) -> asyncio.Future[None]:
         """A durable timer: resume at the aware datetime ``when``."""

@@ -16,11 +16,17 @@ MAX_NAME = 255
 
 
 def check_name(value: object, what: str) -> str:
-    """Return ``value`` if it is a usable name or instance ID (1 to 255 characters)."""
+    """Return ``value`` if it is a usable name or instance ID: 1 to 255 characters of
+    valid Unicode (a lone surrogate cannot be stored as UTF-8)."""
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME:
         raise ActorflowError(
             f"{what} must be a string of 1 to {MAX_NAME} characters, got {value!r}"
         )
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ActorflowError(f"{what} must be valid Unicode text, got {value!r}") from None
     return value
 
 

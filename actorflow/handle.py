@@ -7,7 +7,6 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from actorflow import codec
-from actorflow.actor import Phase
 from actorflow.clock import seconds
 from actorflow.errors import (
     ActorflowError,
@@ -55,18 +54,19 @@ class Handle(Generic[R]):
         actor = rt._actors.get(self.id)
         if actor is not None:
             limit = seconds(timeout, "timeout")
-            if actor.phase is not Phase.HELD:
+            if actor.held is None:  # running, or frozen by a failed write until replayed
                 try:
                     await asyncio.wait_for(asyncio.shield(actor.done), limit)
                 except TimeoutError:
                     raise WaitTimeout(
                         f"workflow {self.id!r} did not finish within {limit} s"
                     ) from None
-            if actor.held is not None:
-                raise actor.held
-            if actor.phase is not Phase.FINISHED:
+            current = rt._actors.get(self.id)  # a replacement replayed after a failed write
+            if current is not None and current.held is not None:
+                raise current.held
+            snapshot = actor.snapshot  # shared with any replacement
+            if not snapshot.finished:
                 raise RuntimeClosed(f"the runtime closed before {self.id!r} finished")
-            snapshot = actor.snapshot
         else:
             found = await rt._lookup(self.id)
             if found is None:

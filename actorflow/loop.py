@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -29,7 +28,8 @@ class InstanceLoop(asyncio.AbstractEventLoop):
     """The loop a workflow's tasks and futures belong to; see the module docstring."""
 
     def __init__(self, name: str) -> None:
-        self._ready: deque[asyncio.Handle] = deque()
+        # A list, not a deque: a parked instance keeps 56 bytes here instead of ~600.
+        self._ready: list[asyncio.Handle] = []
         self._running = False
         self._name = name
         self._outer: asyncio.AbstractEventLoop | None = None
@@ -102,12 +102,15 @@ class InstanceLoop(asyncio.AbstractEventLoop):
         self._outer = outer = _get_running_loop()
         _set_running_loop(self)
         ready = self._ready
+        index = 0
         try:
-            while ready:
-                handle = ready.popleft()
+            while index < len(ready):  # callbacks queued meanwhile are appended: FIFO
+                handle = ready[index]
+                index += 1
                 if not handle._cancelled:
                     handle._run()
         finally:
+            del ready[:index]
             _set_running_loop(outer)
             self._running = False
 

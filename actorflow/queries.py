@@ -26,14 +26,21 @@ class QueryWatch:
 
     __slots__ = (
         "_again", "_args", "_every", "_fn", "_running", "_stopped", "_timer", "_topics",
-        "actor", "call", "index",
+        "actor", "call", "index", "runs",
     )  # fmt: skip
 
-    def __init__(self, actor: Actor, call: Call, index: dict[str, set[QueryWatch]]) -> None:
+    def __init__(
+        self,
+        actor: Actor,
+        call: Call,
+        index: dict[str, set[QueryWatch]],
+        runs: set[asyncio.Task[None]],
+    ) -> None:
         fn, args, topics, every = call.spec
         self.actor = actor
         self.call = call
         self.index = index
+        self.runs = runs  # every run in progress, whatever triggered it (see Runtime.idle)
         self._fn: Callable[..., Any] = fn
         self._args: tuple[Any, ...] = args
         self._topics: tuple[str, ...] = topics
@@ -52,8 +59,10 @@ class QueryWatch:
         if self._running is not None:
             self._again = True
             return self._running
-        self._running = host_loop().create_task(self._run())
-        return self._running
+        self._running = run = host_loop().create_task(self._run())
+        self.runs.add(run)
+        run.add_done_callback(self.runs.discard)
+        return run
 
     def cancel(self) -> None:
         """Stop watching: the wait got its outcome or was cancelled."""

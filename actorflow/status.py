@@ -105,8 +105,11 @@ def status_of(
             for c in actor.open_waits()
         ]
     error = None
-    if snapshot.error is not None:
-        error = f"{snapshot.error.type}: {snapshot.error.message}"
+    if snapshot.error is not None:  # "Type: message", then the traceback when there is one
+        info = snapshot.error
+        error = f"{info.type}: {info.message}"
+        if info.traceback:
+            error += "\n\n" + info.traceback.rstrip("\n")
     return Status(
         id=snapshot.id,
         workflow=snapshot.workflow,

@@ -45,12 +45,26 @@ NO_RETRY = Retry(attempts=1)
 
 
 def error_info(error: BaseException) -> ErrorInfo:
-    """How an exception is stored: its ``__qualname__``, text and traceback."""
+    """How an exception is stored: its ``__qualname__``, text and traceback.
+
+    Never raises: an exception whose ``str()`` fails, or whose text holds lone
+    surrogates (not storable as UTF-8), is stored with a readable stand-in.
+    """
+    try:
+        message = str(error)
+    except Exception:
+        message = f"<{type(error).__qualname__}: str() failed>"
     return ErrorInfo(
-        type(error).__qualname__,
-        str(error),
-        "".join(traceback.format_exception(error)),
+        _storable(type(error).__qualname__),
+        _storable(message),
+        _storable("".join(traceback.format_exception(error))),
     )
+
+
+def _storable(text: str) -> str:
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def attempt(fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None) -> Any:

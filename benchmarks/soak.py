@@ -1,0 +1,450 @@
+"""Kill -9 soak: a mixed workload in a child process, SIGKILLed hundreds of times.
+
+Run: python benchmarks/soak.py [--kills 200] [--instances 1000] [--seed 1] [--json PATH]
+
+Not part of the default test run (it takes minutes). A child process runs a round of
+``--instances`` workflow instances on one database file; the parent kills it with
+SIGKILL at a random moment (5-300 ms after the runtime opened, or, one time in five,
+after the child booted, so also during recovery), restarts it, and checks the
+database after every kill. When a round completes, the next one starts on the same
+file, until ``--kills`` kills are done; then the last round runs to completion.
+
+Each instance does: a step with a side effect, a token made ahead of time, ``p``
+events by name, a wait that times out, a durable sleep, ``asyncio.gather`` of two
+event waits, the wait on its token, ``ctx.first`` of an event and a sleep, and a last
+step. Side effects and acknowledgements go to append-only side files (one
+``write(2)`` each: they survive SIGKILL) so that the parent can check:
+
+* every acknowledged send is stored exactly once, and every event is stored at most
+  once (the child sends ping ``k`` only when ``k`` pings are stored, so a send that
+  was stored but not acknowledged before a kill is never repeated);
+* no stored step ran again. A step may legitimately run again if it was killed before
+  its result was stored, so the check is: the nonce a step returned is in the
+  side-effect log, the stored result of a step never changes once stored, and at the
+  end each step's stored result is the *last* execution of that step in the log: any
+  execution after the stored one would be a re-run of a stored step;
+* the write-ahead log and the snapshots agree: a read-only fold of a copy of the
+  file (snapshots + WAL tail, with ``fold_log``) equals what ``SQLiteStore.open``
+  recovers from another copy; every consumed event names an outcome that consumed it;
+* every instance reaches the expected end (its result, and the state of the ``first``
+  race's losing event).
+
+Prints the number of kills survived and a JSON summary; exits 1 on any violation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+import actorflow as af
+from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Outcome, Snapshot
+from actorflow.store import SQLiteStore
+from actorflow.store.base import fold_log
+
+ping = af.Event("soak.ping", int)
+left = af.Event("soak.left", int)
+right = af.Event("soak.right", int)
+approve = af.Event("soak.approve", int)
+go = af.Event("soak.go", int)
+never = af.Event("soak.never")
+FINAL = ("completed", "failed", "cancelled")
+_side: dict[str, int] = {}
+
+
+def _append(workdir: Path, name: str, line: str) -> None:
+    """One write(2) of a whole line to an O_APPEND file: survives SIGKILL, never torn."""
+    fd = _side.get(name)
+    if fd is None:
+        fd = _side[name] = os.open(workdir / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, (line + "\n").encode())
+
+
+# -- the child -------------------------------------------------------------------------
+WORKDIR = Path(".")
+
+
+def effect(instance: str, step: str) -> str:
+    """A side effect: log a fresh nonce for this execution, return it."""
+    nonce = f"{random.getrandbits(64):016x}"
+    _append(WORKDIR, "steps.log", f"{instance} {step} {nonce}")
+    return nonce
+
+
+@af.workflow(name="soak.flow")
+async def flow(ctx: af.Context[None], p: int) -> dict[str, Any]:
+    a = await ctx.step(effect, ctx.workflow_id, "a")
+    ref = await ctx.create_event(approve)
+    got = [await ctx.wait_event(ping) for _ in range(p)]
+    try:
+        await ctx.wait_event(never, timeout=0.03)
+        timed_out = False
+    except af.WaitTimeout:
+        timed_out = True
+    await ctx.sleep(0.01 + ctx.random() * 0.04)
+    both = await asyncio.gather(ctx.wait_event(left), ctx.wait_event(right))
+    approved = await ctx.wait_event(ref)
+    first, value = await ctx.first(ctx.wait_event(go), ctx.sleep(0.05))
+    b = await ctx.step(effect, ctx.workflow_id, "b")
+    return {
+        "a": a, "got": got, "timed_out": timed_out, "both": list(both),
+        "approved": approved, "first": first, "go": value, "b": b,
+    }  # fmt: skip
+
+
+def plan(instance: str) -> tuple[int, bool]:
+    """How many pings an instance takes and whether it is sent ``go``."""
+    n = int(instance.rsplit("-", 1)[1])
+    return 1 + n % 3, n % 4 != 0
+
+
+async def feed(rt: af.Runtime, instance: str) -> Any:
+    """Send what the instance still needs, judging by what is stored; log each ack."""
+    p, send_go = plan(instance)
+    h = rt.handle(instance)
+    st = await h.status()
+    if st.state not in FINAL:
+        sent = Counter(e.name for e in st.events if e.sent_at is not None)
+        for k in range(sent[ping.name], p):
+            await rt.send(instance, ping, k)
+            _append(WORKDIR, "acks.log", f"{instance} ping {k}")
+        for event, value in ((left, 1), (right, 2)):
+            if not sent[event.name]:
+                await rt.send(instance, event, value)
+                _append(WORKDIR, "acks.log", f"{instance} {event.name} {value}")
+        delay = 0.005
+        while True:
+            st = await h.status()
+            made = [e for e in st.events if e.name == approve.name]
+            if st.state in FINAL or (made and made[0].outcome is not None):
+                break
+            if made and made[0].token is not None:
+                await rt.resolve(made[0].token, 3)
+                _append(WORKDIR, "acks.log", f"{instance} approve {made[0].token}")
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        if send_go and not sent[go.name]:
+            await rt.send(instance, go, 4)
+            _append(WORKDIR, "acks.log", f"{instance} {go.name} 4")
+    return await h.result()
+
+
+async def child(db: str, round_no: int, instances: int, seed: int) -> None:
+    rng = random.Random(seed)
+    async with af.Runtime(db, checkpoint_every=rng.choice([100, 1_000, 20_000])) as rt:
+        print("OPEN", flush=True)
+        ids = [f"r{round_no}-{i}" for i in range(instances)]
+        await asyncio.gather(*(rt.start(flow, plan(i)[0], id=i) for i in ids))
+        results = await asyncio.gather(*(feed(rt, i) for i in ids))
+    out = WORKDIR / f"results-{round_no}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(zip(ids, results, strict=True))))
+    tmp.replace(out)
+    print("DONE", flush=True)
+
+
+# -- the parent: checks ----------------------------------------------------------------
+class Violations(list[str]):
+    def add(self, what: str) -> None:
+        if len(self) < 50:
+            print("VIOLATION:", what, flush=True)
+        self.append(what)
+
+
+def read_log(path: Path) -> list[list[str]]:
+    if not path.exists():
+        return []
+    return [line.split(" ") for line in path.read_text().splitlines() if line]
+
+
+def copy_db(db: Path, into: Path) -> Path:
+    into.mkdir()
+    copy = into / db.name
+    for suffix in ("", "-wal", "-journal"):
+        source = Path(f"{db}{suffix}")
+        if source.exists():
+            shutil.copyfile(source, f"{copy}{suffix}")
+    return copy
+
+
+def fold_read_only(db: Path) -> dict[str, Snapshot]:
+    """Snapshots + WAL tail folded, from a file opened read-only."""
+    if not db.exists() or db.stat().st_size == 0:
+        return {}  # killed before the database was created
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        snapshots = {
+            s.id: s
+            for (blob,) in conn.execute("SELECT snapshot FROM snapshots")
+            for s in [SNAPSHOT_DECODER.decode(blob)]
+        }
+        records = [
+            r
+            for (blob,) in conn.execute("SELECT record FROM wal ORDER BY seq")
+            for r in BATCH_DECODER.decode(blob)
+        ]
+    finally:
+        conn.close()
+
+    async def missing(_: str) -> Snapshot | None:
+        return None
+
+    asyncio.run(fold_log(snapshots, records, missing))
+    return snapshots
+
+
+def recovered(db: Path, ids: list[str]) -> dict[str, Snapshot]:
+    """What the store's own recovery makes of the file."""
+
+    async def run() -> dict[str, Snapshot]:
+        store = SQLiteStore(db)
+        found = {s.id: s for s in await store.open()}
+        try:
+            for i in ids:
+                if i not in found:
+                    s = await store.load(i)
+                    if s is not None:
+                        found[i] = s
+        finally:
+            await store.close()
+        return found
+
+    return asyncio.run(run())
+
+
+class Checker:
+    def __init__(self, db: Path, workdir: Path) -> None:
+        self.db = db
+        self.workdir = workdir
+        self.violations = Violations()
+        self.stored_steps: dict[tuple[str, int], str] = {}
+        self.checks = 0
+
+    def check_file(self) -> dict[str, Snapshot]:
+        """After a kill: fold a copy read-only, compare with recovery, check invariants."""
+        self.checks += 1
+        with tempfile.TemporaryDirectory() as tmp:
+            folded = fold_read_only(copy_db(self.db, Path(tmp) / "a"))
+            store_view = recovered(copy_db(self.db, Path(tmp) / "b"), list(folded))
+        v = self.violations
+        if set(folded) != set(store_view):
+            v.add(f"fold and recovery disagree on instances: {set(folded) ^ set(store_view)}")
+        for i, s in folded.items():
+            other = store_view.get(i)
+            if other is not None and RECORD_ENCODER.encode(s) != RECORD_ENCODER.encode(other):
+                v.add(f"{i}: read-only fold and SQLiteStore recovery disagree")
+        self._check_events(folded)
+        self._check_steps(folded)
+        return folded
+
+    def _check_events(self, folded: dict[str, Snapshot]) -> None:
+        v = self.violations
+        for instance, kind, detail in read_log(self.workdir / "acks.log"):
+            s = folded.get(instance)
+            if s is None:
+                v.add(f"{instance}: acknowledged {kind} {detail} but the instance is not stored")
+                continue
+            if kind == "ping":
+                n = sum(
+                    1
+                    for e in s.events
+                    if e.name == ping.name and ping.decode(e.payload) == int(detail)
+                )
+            elif kind == "approve":
+                n = sum(1 for e in s.events if e.token == detail)
+            else:
+                n = sum(1 for e in s.events if e.name == kind)
+            if n != 1:
+                v.add(f"{instance}: acknowledged {kind} {detail} stored {n} times")
+        for instance, s in folded.items():
+            names = Counter(
+                (e.name, e.token, ping.decode(e.payload) if e.name == ping.name else None)
+                for e in s.events
+            )
+            for key, n in names.items():
+                if n > 1:
+                    v.add(f"{instance}: event {key} stored {n} times")
+            consumers = {o.seq: o for o in s.history if isinstance(o, Outcome)}
+            for e in s.events:
+                if e.consumed_by is not None:
+                    o = consumers.get(e.consumed_by)
+                    if o is None or o.event != e.id:
+                        v.add(f"{instance}: event {e.id} consumed by a call with no such outcome")
+
+    def _check_steps(self, folded: dict[str, Snapshot]) -> None:
+        v = self.violations
+        logged: dict[str, set[str]] = {}
+        for instance, step, nonce in read_log(self.workdir / "steps.log"):
+            logged.setdefault(f"{instance} {step}", set()).add(nonce)
+        for instance, s in folded.items():
+            seen: set[int] = set()
+            for o in s.history:
+                if not isinstance(o, Outcome) or o.kind != "step":
+                    continue
+                if o.seq in seen:
+                    v.add(f"{instance}: step call #{o.seq} has two stored outcomes")
+                seen.add(o.seq)
+                if o.value is None:
+                    v.add(f"{instance}: step call #{o.seq} failed: {o.error}")
+                    continue
+                nonce = msgspec.msgpack.decode(o.value, type=str)
+                key = (instance, o.seq)
+                before = self.stored_steps.setdefault(key, nonce)
+                if before != nonce:
+                    v.add(f"{instance}: stored result of step #{o.seq} changed")
+                if not any(nonce in n for k, n in logged.items() if k.startswith(instance + " ")):
+                    v.add(f"{instance}: stored step result {nonce} was never executed")
+
+    def check_round(self, round_no: int, instances: int) -> dict[str, int]:
+        """After a round completed: results as expected; stored steps not re-run."""
+        v = self.violations
+        results = json.loads((self.workdir / f"results-{round_no}.json").read_text())
+        folded = self.check_file()
+        runs: dict[tuple[str, str], list[str]] = {}
+        for instance, step, nonce in read_log(self.workdir / "steps.log"):
+            runs.setdefault((instance, step), []).append(nonce)
+        reruns = 0
+        for n in range(instances):
+            instance = f"r{round_no}-{n}"
+            p, send_go = plan(instance)
+            r = results.get(instance)
+            s = folded.get(instance)
+            if r is None or s is None or s.status != "completed":
+                v.add(f"{instance}: did not complete ({s.status if s else 'missing'})")
+                continue
+            expected = {"got": list(range(p)), "timed_out": True, "both": [1, 2], "approved": 3}
+            for key, value in expected.items():
+                if r[key] != value:
+                    v.add(f"{instance}: {key} = {r[key]!r}, expected {value!r}")
+            gos = [e for e in s.events if e.name == go.name]
+            if r["first"] == 0:
+                if not send_go or r["go"] != 4 or len(gos) != 1 or gos[0].consumed_at is None:
+                    v.add(f"{instance}: first() took go but go was not sent/consumed once")
+            elif r["first"] == 1:
+                if any(e.consumed_at is not None for e in gos):
+                    v.add(f"{instance}: first() timed out but its go event was consumed")
+            else:
+                v.add(f"{instance}: first() returned index {r['first']}")
+            for step in ("a", "b"):
+                done = runs.get((instance, step), [])
+                if not done or done[-1] != r[step]:
+                    v.add(f"{instance}: step {step} ran after its result was stored")
+                reruns += len(done) - 1
+        return {"instances": instances, "step_reruns_before_store": reruns}
+
+
+# -- the parent: the kill loop ---------------------------------------------------------
+def spawn(
+    db: Path, workdir: Path, round_no: int, instances: int, seed: int
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--child", str(db), str(workdir), str(round_no),
+         str(instances), str(seed)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_line(proc: subprocess.Popen[str], word: str) -> bool:
+    assert proc.stdout is not None
+    return any(line.strip() == word for line in proc.stdout)
+
+
+def soak(kills_wanted: int, instances: int, seed: int, workdir: Path) -> dict[str, Any]:
+    rng = random.Random(seed)
+    db = workdir / "soak.db"
+    checker = Checker(db, workdir)
+    kills = kills_in_recovery = rounds = 0
+    round_no, lives, reruns = 0, 0, 0
+    began = time.perf_counter()
+    while True:
+        killing = kills < kills_wanted
+        lives += 1
+        proc = spawn(db, workdir, round_no, instances, rng.getrandbits(32))
+        during_recovery = killing and rng.random() < 0.2
+        if killing and wait_line(proc, "BOOT" if during_recovery else "OPEN"):
+            time.sleep(rng.uniform(0.005, 0.3))
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                kills_in_recovery += during_recovery
+                checker.check_file()
+                if kills % 20 == 0:
+                    print(f"{kills} kills, round {round_no}, {time.perf_counter() - began:.0f} s",
+                          flush=True)  # fmt: skip
+                continue
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0 or "DONE" not in out:
+            checker.violations.add(f"child failed (exit {proc.returncode}): {err[-2000:]}")
+            break
+        reruns += checker.check_round(round_no, instances)["step_reruns_before_store"]
+        rounds += 1
+        round_no += 1
+        if kills >= kills_wanted:
+            break
+    seconds = time.perf_counter() - began
+    with tempfile.TemporaryDirectory() as tmp:
+        final = recovered(copy_db(db, Path(tmp) / "c"), [])
+    return {
+        "kills": kills,
+        "kills_during_recovery": kills_in_recovery,
+        "lives": lives,
+        "rounds_completed": rounds,
+        "instances": rounds * instances,
+        "unfinished_at_end": len(final),
+        "file_checks": checker.checks,
+        "step_reruns_before_store": reruns,
+        "acks": len(read_log(workdir / "acks.log")),
+        "step_executions": len(read_log(workdir / "steps.log")),
+        "seconds": round(seconds, 1),
+        "violations": len(checker.violations),
+        "first_violations": checker.violations[:20],
+        "ok": not checker.violations,
+    }
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        global WORKDIR
+        db, WORKDIR = sys.argv[2], Path(sys.argv[3])
+        print("BOOT", flush=True)
+        asyncio.run(child(db, int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--kills", type=int, default=200)
+    parser.add_argument("--instances", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--workdir", help="keep the database and logs here")
+    parser.add_argument("--json", help="write the summary here too")
+    args = parser.parse_args()
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="actorflow-soak-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    summary = soak(args.kills, args.instances, args.seed, workdir)
+    summary["workdir"] = str(workdir)
+    print(f"survived {summary['kills']} kills over {summary['rounds_completed']} rounds "
+          f"({summary['instances']} instances) in {summary['seconds']} s")  # fmt: skip
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text)
+    sys.exit(0 if summary["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
