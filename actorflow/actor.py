@@ -10,6 +10,7 @@ synchronously after each change, so an instance never races with itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 from collections.abc import Callable, Sequence
@@ -201,11 +202,18 @@ class Actor:
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
 
     def stop(self) -> None:
-        """The runtime closed: drop queued work. Workflow code that still unwinds (its
-        coroutine closed by the garbage collector runs ``finally`` blocks) starts nothing."""
+        """The runtime closed: drop queued work and discard the parked coroutine now
+        (rather than whenever the garbage collector gets to it). Its ``finally`` blocks
+        run but start nothing; the instance resumes by replay at the next open."""
         if self.phase is not Phase.FINISHED:
             self.phase = Phase.STOPPED
         self.loop.drop()
+        task = self.task
+        if task is not None and not task.done():
+            task._log_destroy_pending = False  # type: ignore[attr-defined]  # parked on purpose
+            with contextlib.suppress(RuntimeError):  # a `finally` that awaits cannot finish
+                task.get_coro().close()
+            self.loop.drop()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         if self.phase is Phase.HELD:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random as _random
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -181,13 +181,12 @@ class Context(Generic[S]):
         futures = [asyncio.ensure_future(w) for w in waits]
         try:
             await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            winner = next((i for i, f in enumerate(futures) if f.done()), None)
-            losers = [f for i, f in enumerate(futures) if i != winner and not f.done()]
-            for f in losers:
-                f.cancel()
-            if losers:
-                await asyncio.wait(losers)
+        except GeneratorExit:
+            raise  # a stopped instance being discarded: nothing left to cancel durably
+        except BaseException:  # cancelled: the waits are cancelled too, then it propagates
+            await _cancel_losers(futures)
+            raise
+        winner = await _cancel_losers(futures)
         assert winner is not None
         return winner, futures[winner].result()
 
@@ -218,3 +217,14 @@ class Context(Generic[S]):
         value = uuid.uuid4()
         self._actor.record_value(seq, "uuid4", "uuid4", codec.ENCODER.encode(value.bytes))
         return value
+
+
+async def _cancel_losers(futures: Sequence[asyncio.Future[Any]]) -> int | None:
+    """Cancel every wait but the first finished one; return its index."""
+    winner = next((i for i, f in enumerate(futures) if f.done()), None)
+    losers = [f for i, f in enumerate(futures) if i != winner and not f.done()]
+    for f in losers:
+        f.cancel()
+    if losers:
+        await asyncio.wait(losers)
+    return winner
