@@ -35,6 +35,7 @@ from actorflow.records import (
     CancelRequested,
     Effect,
     EventReturned,
+    EventHandled,
     EventSent,
     EventState,
     Finished,
@@ -182,9 +183,17 @@ class Actor:
     def _go_live(self) -> None:
         if self.phase is Phase.REPLAYING:
             self.phase = Phase.LIVE
+        handlers = self.definition.handlers if self.definition is not None else {}
+        late: list[Record] = []
+        now = self.services.clock.now()
         for event in self.snapshot.events:
             if event.consumed_at is None:
-                self._to_mailbox(event)
+                if event.name in handlers:  # sent while no code with its handler ran
+                    late.append(EventHandled(self.id, event.id, now))
+                else:
+                    self._to_mailbox(event)
+        if late:
+            self.services.writer.append(late)
         for call in list(self.calls.values()):
             if not call.future.done():
                 self._activate(call)
@@ -440,11 +449,14 @@ class Actor:
                 self._deliver(record)
             case EventSent():
                 if record.handled:
-                    self._handle(record)
+                    self._handle(record.name, record.payload)
                 elif record.id not in self._reserved:  # else its Outcome follows in this batch
                     if record.token is None:
                         self._written(record.name)
                     self._to_mailbox(self.event(record.id))
+            case EventHandled():
+                event = self.event(record.id)
+                self._handle(event.name, event.payload)
             case EventReturned():
                 self._to_mailbox(self.event(record.id))
             case CancelRequested():
@@ -485,7 +497,10 @@ class Actor:
                     return
                 self._deliver(effect)
             case EventSent():
-                self._handle(effect)
+                self._handle(effect.name, effect.payload)
+            case EventHandled():
+                event = self.event(effect.id)
+                self._handle(event.name, event.payload)
             case CancelRequested():
                 self._cancel()
 
@@ -540,21 +555,21 @@ class Actor:
         decoder = call.decoder or codec.decoder(Any)
         return decoder.decode(outcome.value)
 
-    def _handle(self, sent: EventSent) -> None:
+    def _handle(self, name: str, payload: bytes | None) -> None:
         definition = self.definition
-        handler = definition.handlers.get(sent.name) if definition is not None else None
+        handler = definition.handlers.get(name) if definition is not None else None
         if handler is None:
             self._hold(
-                f"workflow {self.id!r}: event {sent.name!r} was handled by a handler the code "
+                f"workflow {self.id!r}: event {name!r} was handled by a handler the code "
                 "no longer has; restore the code that started this instance",
                 NonDeterminismError,
             )
             return
         event, fn = handler
         try:
-            fn(self.state, event.decode(sent.payload))
+            fn(self.state, event.decode(payload))
         except Exception as exc:
-            _log.error("handler.failed", workflow_id=self.id, name=sent.name, error=repr(exc))
+            _log.error("handler.failed", workflow_id=self.id, name=name, error=repr(exc))
         self._check_conditions()
         if self.phase is Phase.LIVE:
             self._record_waits()

@@ -69,6 +69,15 @@ class EventSent(msgspec.Struct, tag="event", array_like=True):
     handled: bool = False
 
 
+class EventHandled(msgspec.Struct, tag="handled", array_like=True):
+    """A mailbox event went to its handler after all: it arrived while the instance's
+    code was not loaded (or had no handler for it), and the code that has one went live."""
+
+    wf: str
+    id: int
+    at: float
+
+
 class EventReturned(msgspec.Struct, tag="returned", array_like=True):
     """An event bound to a wait that was cancelled before it saw it: back to the mailbox."""
 
@@ -127,6 +136,7 @@ Record = (
     | Value
     | Outcome
     | EventSent
+    | EventHandled
     | EventReturned
     | CancelRequested
     | AttemptFailed
@@ -136,7 +146,7 @@ Record = (
 """Anything the write-ahead log holds."""
 
 # What replay feeds back to a workflow, in log order.
-Effect = Outcome | EventSent | CancelRequested
+Effect = Outcome | EventSent | EventHandled | CancelRequested
 
 
 class EventState(msgspec.Struct, array_like=True):
@@ -242,6 +252,10 @@ def apply(snapshot: Snapshot, record: Record) -> None:
                 snapshot.history.append(record)
             snapshot.events.append(state)
             snapshot.updated_at = record.sent_at
+        case EventHandled():
+            _event(snapshot, record.id).consumed_at = record.at
+            snapshot.history.append(record)
+            snapshot.updated_at = record.at
         case EventReturned():
             event = _event(snapshot, record.id)
             event.consumed_at = None

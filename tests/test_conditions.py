@@ -1147,13 +1147,6 @@ async def test_restart_at_any_point_replays_to_the_same_outcome(
     assert executions == ["script:start", "script:end"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an event sent while the instance's workflow is not defined in the process is "
-    "stored as unhandled (EventSent.handled=False) and goes to the mailbox; once a runtime "
-    "that defines the workflow opens, its handler never runs. Fixing it needs a record that "
-    "marks the event handled at go-live (so replay runs the handler at the same point).",
-)
 async def test_handler_runs_for_an_event_sent_while_the_workflow_was_unknown(
     db: Path, clock: Clock
 ) -> None:
@@ -1217,3 +1210,35 @@ async def test_cancel_during_a_step_lets_it_finish_and_never_reruns_it(
         with pytest.raises(af.WorkflowCancelled):
             await rt.handle("cst").result(timeout=1)
     assert sorted(executions) == ["charged", "refund"]
+
+
+async def test_a_late_handled_event_replays_in_its_place(db: Path, clock: Clock) -> None:
+    import importlib
+
+    @af.workflow(name="cond.late_handler", state=Tally)
+    async def late(ctx: af.Context[Tally]) -> int:
+        await ctx.wait_until(lambda: ctx.state.n >= 3)
+        return ctx.state.n
+
+    @late.on(bump)
+    def _b(state: Tally, by: int) -> None:
+        state.n += by
+
+    registry = importlib.import_module("actorflow.workflow")
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.start(late, id="late")
+        await rt.send("late", bump, 1)
+    del registry._registry["cond.late_handler"]
+    try:
+        async with af.Runtime(db, clock=clock) as rt:
+            await rt.send("late", bump, 1)  # kept in the mailbox: no code to handle it
+    finally:
+        registry._registry["cond.late_handler"] = late
+    async with af.Runtime(db, clock=clock) as rt:
+        await clock.advance(0)  # the handler takes the kept event at go-live
+        assert (await rt.handle("late").status()).state == "waiting"
+    async with af.Runtime(db, clock=clock) as rt:  # replay: both handled, in order
+        await rt.send("late", bump, 1)
+        assert await rt.handle("late").result(timeout=1) == 3
+        events = (await rt.handle("late").status()).events
+        assert [e.consumed_at is not None for e in events] == [True, True, True]
