@@ -34,8 +34,8 @@ from actorflow.loop import InstanceLoop, host_loop
 from actorflow.records import (
     CancelRequested,
     Effect,
-    EventReturned,
     EventHandled,
+    EventReturned,
     EventSent,
     EventState,
     Finished,
