@@ -72,6 +72,10 @@ class Phase(enum.Enum):
     STOPPED = "stopped"  # its runtime closed: nothing it does goes live any more
 
 
+INERT = frozenset({Phase.HELD, Phase.STOPPED})
+"""Phases in which workflow code that still runs (unwinding) starts and records nothing."""
+
+
 @dataclass(slots=True, eq=False)
 class Call:
     """One call a workflow made on its context, waiting for its outcome."""
@@ -214,7 +218,7 @@ class Actor:
         """The runtime closed: drop queued work and discard the parked coroutine now
         (rather than whenever the garbage collector gets to it). Its ``finally`` blocks
         run but start nothing; the instance resumes by replay at the next open."""
-        if self.phase is not Phase.FINISHED:
+        if self.phase not in (Phase.FINISHED, Phase.HELD):
             self.phase = Phase.STOPPED
         self.loop.drop()
         task = self.task
@@ -225,7 +229,7 @@ class Actor:
             self.loop.drop()
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        if self.phase is Phase.HELD:
+        if self.phase in INERT:
             return
         result: bytes | None = None
         error = None
@@ -252,7 +256,7 @@ class Actor:
         seq = self.next_seq
         self.next_seq += 1
         call = Call(seq, kind, name, self.loop.create_future(), decoder)
-        if self.phase is Phase.HELD:
+        if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         recorded = self._outcomes.get(seq)
         if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
@@ -281,7 +285,7 @@ class Actor:
 
     def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
         """Store a value made now by call ``seq`` (written after anything queued before)."""
-        if self.phase is not Phase.HELD:
+        if self.phase not in INERT:
             # Into the snapshot only once committed: a value lost with a failed write
             # must not be replayed as if it were stored.
             record = Value(self.id, seq, kind, name, value, self.services.clock.now())
@@ -527,7 +531,7 @@ class Actor:
         # EventReturned, and the event must not stay taken by a call that is gone.
         if (
             outcome.event is not None
-            and self.phase is not Phase.HELD
+            and self.phase not in INERT
             and self.event(outcome.event).consumed_by == outcome.seq
         ):
             self.services.writer.append([EventReturned(self.id, outcome.event)])

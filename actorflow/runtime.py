@@ -63,13 +63,18 @@ def _json_payload(event: Event[Any] | None, payload: str | None) -> Any:
     if payload is None:
         return None
     if event is None or event.type is None:
-        return msgspec.json.decode(payload)
+        try:
+            return msgspec.json.decode(payload)
+        except RecursionError:
+            raise InvalidPayload("the payload is nested too deeply") from None
     try:
         return msgspec.json.decode(payload, type=event.type)
     except msgspec.ValidationError as exc:
         raise InvalidPayload(f"payload for event {event.name!r} does not fit: {exc}") from None
     except msgspec.DecodeError as exc:
         raise InvalidPayload(f"payload for event {event.name!r} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidPayload(f"payload for event {event.name!r} is nested too deeply") from None
 
 
 class Runtime:
@@ -155,6 +160,7 @@ class Runtime:
         if replacing is not None:
             # Event ids of sends still being written to the old actor stay unique, and
             # callers of h.result() on the old actor follow the new one.
+            replacing.stop()
             actor.next_event_id = max(actor.next_event_id, replacing.next_event_id)
             actor.done = replacing.done
         self._actors[actor.id] = actor
@@ -410,9 +416,11 @@ class Runtime:
         # Polls one cheap PRAGMA (data_version) and backs off while nothing changes,
         # so a request is seen within ~100 ms without scanning the table.
         delay = INBOX_POLL_MIN
+        retry = False  # a request was left pending by a store failure: read them all again
         while self._state == "open":
             try:
-                requests = await self._store.inbox()
+                requests = await self._store.inbox(everything=retry)
+                retry = False
             except StoreError as exc:
                 _log.error("inbox.unreadable", error=str(exc))
                 requests = None
@@ -420,12 +428,14 @@ class Runtime:
                 delay = INBOX_POLL_MIN
                 for seq, text in requests:
                     if seq not in self._inbox_done and self._state == "open":
-                        await self._apply_request(seq, text)
+                        retry |= not await self._apply_request(seq, text)
             else:
                 delay = min(delay * 2, INBOX_POLL_MAX)
             await asyncio.sleep(delay)
 
-    async def _apply_request(self, seq: int, text: str) -> None:
+    async def _apply_request(self, seq: int, text: str) -> bool:
+        """Apply inbox request ``seq`` and record the verdict with its effects; ``False``
+        when a store failure left it pending, to be tried again."""
         accepted: Sequence[Mark] = ((seq, "accepted", None),)
         try:
             request = REQUEST_DECODER.decode(text)
@@ -449,16 +459,22 @@ class Runtime:
                     await self.notify(*request.topics)
                     await self._writer.append_acked([], accepted)
             _log.info("inbox.accepted", seq=seq)
-        except (ActorflowError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if isinstance(exc, RuntimeClosed) or self._state != "open":
-                return
+        except (StoreError, RuntimeClosed) as exc:  # not the request's fault: it stays
+            _log.warning("inbox.deferred", seq=seq, error=str(exc))
+            return False
+        except Exception as exc:  # the request's fault, or a bug: rejected, saying why
+            if self._state != "open":
+                return False
+            if not isinstance(exc, ActorflowError | msgspec.DecodeError | msgspec.ValidationError):
+                _log.exception("inbox.failed", seq=seq)
             reason = str(exc) or type(exc).__name__
             _log.info("inbox.rejected", seq=seq, reason=reason)
             try:
                 await self._writer.append_acked([], ((seq, "rejected", reason),))
             except (StoreError, RuntimeClosed):
-                return
+                return False
         self._inbox_done.add(seq)
+        return True
 
     # -- following instances ---------------------------------------------------------
     def handle(self, workflow_id: str) -> Handle[Any]:

@@ -21,6 +21,7 @@ from actorflow.store import SQLiteStore
 
 ping = af.Event("faults.ping", int)
 blob = af.Event("faults.blob", str)
+anything = af.Event("faults.anything", list[Any])
 
 
 @af.workflow(name="faults.collect")
@@ -335,3 +336,38 @@ async def test_lock_held_shorter_than_the_busy_timeout_is_waited_out(db: Path) -
         await rt.send("c", ping, 1)  # waits for the lock instead of failing
         outsider.close()
         assert await h.result(timeout=5) == [1]
+
+
+async def test_inbox_request_waits_out_a_store_fault(db: Path) -> None:
+    from actorflow.inbox import SendRequest, receipt, submit
+
+    fault = Fault("disk I/O error")
+    async with af.Runtime(db) as rt:
+        h = await rt.start(collect, 1, id="c")
+        await rt.checkpoint()
+        inject(rt, fault)
+        fault.active = True
+        seq = submit(db, SendRequest("c", "faults.ping", "7"))
+        for _ in range(200):  # the runtime tries it and keeps it pending
+            await asyncio.sleep(0.005)
+            if fault.raised:
+                break
+        assert fault.raised and receipt(db, seq).status == "pending"
+        fault.active = False  # cleared: retried without any new outside write
+        assert await h.result(timeout=5) == [7]
+        assert receipt(db, seq).status == "accepted"
+
+
+async def test_inbox_request_nested_too_deeply_is_rejected_and_the_inbox_goes_on(
+    db: Path,
+) -> None:
+    from actorflow.inbox import SendRequest, receipt, submit, wait_for_receipt
+
+    async with af.Runtime(db) as rt:
+        h = await rt.start(collect, 1, id="c")
+        deep = submit(db, SendRequest("c", "faults.anything", "[" * 100_000 + "]" * 100_000))
+        good = submit(db, SendRequest("c", "faults.ping", "5"))
+        assert await h.result(timeout=5) == [5]
+        found = await asyncio.to_thread(wait_for_receipt, db, deep, 5)
+        assert found.status == "rejected" and "nested too deeply" in (found.reason or "")
+        assert receipt(db, good).status == "accepted"

@@ -23,8 +23,9 @@ class Store(Protocol):
         requests that produced them; durable when this returns."""
         ...
 
-    async def inbox(self) -> list[tuple[int, str]] | None:
-        """Pending requests from other processes if any arrived since the last call."""
+    async def inbox(self, everything: bool = False) -> list[tuple[int, str]] | None:
+        """Pending requests from other processes if any arrived since the last call
+        (``everything``: all pending ones, new or not)."""
         ...
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:

@@ -29,7 +29,7 @@ class MemoryStore:
         if records:
             self._wal.append(RECORD_ENCODER.encode(records))
 
-    async def inbox(self) -> list[tuple[int, str]] | None:
+    async def inbox(self, everything: bool = False) -> list[tuple[int, str]] | None:
         """No other process can reach an in-memory store."""
         return None
 

@@ -290,12 +290,13 @@ class SQLiteStore:
             async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
                 return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
 
-    async def inbox(self) -> builtins.list[tuple[int, str]] | None:
+    async def inbox(self, everything: bool = False) -> builtins.list[tuple[int, str]] | None:
         """Pending inbox requests, oldest first, if another process wrote since the last
-        call (``PRAGMA data_version`` of this connection moved); else ``None``."""
+        call (``PRAGMA data_version`` of this connection moved) or ``everything``; else
+        ``None``."""
         with self._reading():
             version = await self._scalar("PRAGMA data_version")
-            if version == self._data_version:
+            if version == self._data_version and not everything:
                 return None
             self._data_version = version
             async with self.db.execute(
