@@ -56,7 +56,10 @@ class Handle(Generic[R]):
             limit = seconds(timeout, "timeout")
             if actor.held is None:  # running, or frozen by a failed write until replayed
                 try:
-                    await asyncio.wait_for(asyncio.shield(actor.done), limit)
+                    if limit is None:  # no wait_for: it would cost a task per caller
+                        await asyncio.shield(actor.done)
+                    else:
+                        await asyncio.wait_for(asyncio.shield(actor.done), limit)
                 except TimeoutError:
                     raise WaitTimeout(
                         f"workflow {self.id!r} did not finish within {limit} s"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from actorflow import codec
@@ -64,6 +64,25 @@ class QueryWatch:
         run.add_done_callback(self.runs.discard)
         return run
 
+    def run_now(self) -> asyncio.Task[None] | None:
+        """Like :meth:`trigger`, but a synchronous query runs here, without a task;
+        for callers on the host loop (``rt.notify``)."""
+        if self._stopped or self._running is not None:
+            return self.trigger()
+        try:
+            value = self._fn(*self._args)
+        except Exception as exc:
+            self._failed(exc)
+        else:
+            if inspect.isawaitable(value):
+                self._running = run = host_loop().create_task(self._run(value))
+                self.runs.add(run)
+                run.add_done_callback(self.runs.discard)
+                return run
+            self._conclude(value)
+        self._rearm()
+        return None
+
     def cancel(self) -> None:
         """Stop watching: the wait got its outcome or was cancelled."""
         self._stopped = True
@@ -76,32 +95,43 @@ class QueryWatch:
                 if not watchers:
                     del self.index[topic]
 
-    async def _run(self) -> None:
+    async def _run(self, started: Awaitable[Any] | None = None) -> None:
+        # ``started``: the awaitable a first run, begun by run_now, returned.
         try:
             while not self._stopped:
                 self._again = False
-                await self._evaluate()
+                await self._evaluate(started)
+                started = None
                 if not self._again:
                     break
         finally:
             self._running = None
+        self._rearm()
+
+    def _rearm(self) -> None:
         if not self._stopped and self._every is not None:
             services = self.actor.services
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = services.timers.schedule(services.clock.now() + self._every, self.trigger)
 
-    async def _evaluate(self) -> None:
-        call = self.call
+    async def _evaluate(self, started: Awaitable[Any] | None) -> None:
         try:
-            value = self._fn(*self._args)
+            value = self._fn(*self._args) if started is None else started
             if inspect.isawaitable(value):
                 value = await value
         except Exception as exc:
-            _log.warning(
-                "query.failed", workflow_id=self.actor.id, query=call.name, error=repr(exc)
-            )
+            self._failed(exc)
             return
+        self._conclude(value)
+
+    def _failed(self, exc: Exception) -> None:
+        _log.warning(
+            "query.failed", workflow_id=self.actor.id, query=self.call.name, error=repr(exc)
+        )
+
+    def _conclude(self, value: Any) -> None:
+        call = self.call
         if self._stopped or not value:
             return
         try:

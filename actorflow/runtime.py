@@ -406,7 +406,7 @@ class Runtime:
             run
             for topic in topics
             for watch in list(self._topics.get(topic, ()))
-            if (run := watch.trigger()) is not None
+            if (run := watch.run_now()) is not None
         ]
         if runs:
             await asyncio.wait(runs)

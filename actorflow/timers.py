@@ -15,21 +15,27 @@ clock's tick, cascading the higher-level slots on the way (only those holding
 timers: an empty wheel arms nothing, a far one arms once), and runs every timer
 whose deadline has passed: by deadline, ties in schedule order. A timer never runs
 before its deadline; a cancel may leave the alarm early, which only costs a wake-up.
+
+Cascading costs Python work per timer, so a slot of thousands cascaded when it comes
+due would make the timers due meanwhile late by milliseconds. Instead the slots due
+within a few seconds are *staged*: spread over the level below ahead of time, a
+bounded batch at each wake-up (the alarm is set a tick ahead while some remain), so
+that reaching a slot only moves its ready buckets in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from itertools import compress, repeat
+from collections.abc import Callable, Iterable
+from itertools import compress, islice, repeat
 from math import floor as _floor
 from operator import attrgetter, is_not
 
 from actorflow.clock import Cancellable, Clock
 from actorflow.log import logger as _log
 
-# 1 ms ticks: 64 ms, 4 s, 4.4 min, 4.7 h, 12 days, 2.2 years. A small level 0 keeps the
-# cascade of one level-1 slot (all timers of the next 64 ms) short, so firing stays prompt.
+# 1 ms ticks: 64 ms, 4 s, 4.4 min, 4.7 h, 12 days, 2.2 years. A small level 0 keeps each
+# level-0 slot (the timers of one tick, scanned at each wake-up in it) short.
 _LEVEL_BITS = (6, 6, 6, 6, 6, 6)
 _SHIFTS = tuple(sum(_LEVEL_BITS[:i]) for i in range(len(_LEVEL_BITS)))
 _TOP = sum(_LEVEL_BITS)  # ticks that differ from the position at or above this bit overflow
@@ -59,6 +65,10 @@ _LEVEL = tuple(lvl for lvl, bits in enumerate(_LEVEL_BITS) for _ in range(1 << b
 # ratio trades a little memory for fewer sweeps: amortized (1 + 1/ratio) visits a cancel.
 _COMPACT_MIN = 4096
 _COMPACT_RATIO = 3
+# Staging (see above) spreads at most _STAGE_BUDGET timers a wake-up (~0.25 ms at ~0.5 us
+# each), of the higher-level slots starting within _STAGE_HORIZON ticks.
+_STAGE_BUDGET = 512
+_STAGE_HORIZON = 1 << (_SHIFTS[2] + 1)  # two level-2 blocks: ~8 s of 1 ms ticks
 _INF = math.inf
 _when = attrgetter("when")
 _callback = attrgetter("callback")
@@ -100,6 +110,36 @@ class Timer:
         return f"<Timer when={self.when} pending={self.pending}>"
 
 
+class _Staged:
+    """A higher-level slot's first ``done`` timers, spread ahead of time over ``buckets``
+    (one per slot of the level below), the ``dropped`` cancelled ones left out. Only
+    appends may change the slot meanwhile; anything else discards its staging.
+
+    The first bucket is due as soon as the slot is, so it is staged in turn (``first``)
+    when it is itself a higher-level slot."""
+
+    __slots__ = ("buckets", "done", "dropped", "first")
+
+    def __init__(self, buckets: list[list[Timer]], first: _Staged | None) -> None:
+        self.buckets = buckets
+        self.done = 0
+        self.dropped = 0
+        self.first = first
+
+
+def _staged_earliest(timers: list[Timer], staged: _Staged) -> float:
+    """The earliest deadline in a staged slot, cancelled timers included (inf if none is
+    left): found in its first non-empty bucket and its unstaged rest, not by a scan."""
+    earliest: float = min(map(_when, islice(timers, staged.done, None)), default=_INF)
+    for j, bucket in enumerate(staged.buckets):
+        if bucket:
+            if j == 0 and staged.first is not None:
+                return min(earliest, _staged_earliest(bucket, staged.first))
+            bucket_earliest: float = min(map(_when, bucket))
+            return min(earliest, bucket_earliest)
+    return earliest
+
+
 class TimerWheel:
     """Runs callbacks at absolute deadlines with one armed ``clock.call_at`` at a time.
 
@@ -112,6 +152,7 @@ class TimerWheel:
         if not tick > 0:
             raise ValueError(f"tick must be positive, got {tick!r}")
         self._clock = clock
+        self._tick = tick
         self._per_tick = 1.0 / tick
         self._pos = _floor(clock.now() * self._per_tick)  # every slot before this tick is done
         self._slots: list[list[Timer]] = [[] for _ in range(_SLOTS)]
@@ -122,6 +163,14 @@ class TimerWheel:
         # not at every re-arm. Cancels may leave it early: the alarm then rings early,
         # cascades the slot and re-arms exactly.
         self._earliest_in: dict[int, float] = {}
+        self._staged: dict[int, _Staged] = {}  # flat index of a higher-level slot -> staging
+        # Empty lists for staging buckets: the slot lists a staging replaces, reused so that
+        # the lists that fill up stay old for the garbage collector (a young list of
+        # thousands of timers is scanned by every young collection: milliseconds).
+        self._spare: list[list[Timer]] = []
+        # Every higher-level slot starting before this tick is fully staged: so that a
+        # wake-up with nothing new to stage costs one comparison, not a scan of the slots.
+        self._stage_from: float = _INF
         self._live = 0
         self._dead = 0  # cancelled timers still held in slots or in a batch being run
         self._armed: Cancellable | None = None
@@ -145,6 +194,7 @@ class TimerWheel:
             if now > pos:
                 self._pos = pos = now
         diff = tick ^ pos
+        alarm = when
         if tick <= pos:  # due already (or this very tick): the current slot
             slot = self._slots[pos & _L0_MASK]
             if not slot:
@@ -169,9 +219,13 @@ class TimerWheel:
             earliest = self._earliest_in.get(i)
             if earliest is not None and when < earliest:
                 self._earliest_in[i] = when
+            if tick < self._stage_from:
+                self._stage_from = tick
+            if when < armed_at and tick - pos < _STAGE_HORIZON:
+                alarm = min(when, self._clock.now() + self._tick)  # wake up to stage it
         self._live += 1
-        if when < armed_at:
-            self._arm_at(when)
+        if alarm < armed_at:
+            self._arm_at(alarm)
         return timer
 
     def __len__(self) -> int:
@@ -189,6 +243,9 @@ class TimerWheel:
             slot.clear()
         self._overflow.clear()
         self._earliest_in.clear()
+        self._staged.clear()
+        self._spare.clear()
+        self._stage_from = _INF
         self._occupied = 0
         self._live = self._dead = 0
 
@@ -199,27 +256,123 @@ class TimerWheel:
         self._armed_at = when
         self._armed = self._clock.call_at(when, self._ring)
 
-    def _cascade(self, timers: list[Timer], level: int) -> int:
-        """Spread the ``timers`` of a slot of ``level`` (the overflow: one past the top)
-        over the slots of the level below, the position having just entered that slot;
-        return how many were dead. Those of the first slot below share the position's
-        block there and must go lower still: that slot is cascaded next, at once."""
-        below = level - 1
-        shift, base, mask = _SHIFTS[below], _BASES[below], (1 << _LEVEL_BITS[below]) - 1
+    def _spread(
+        self, timers: Iterable[Timer], into: list[list[Timer]], base: int, level: int
+    ) -> int:
+        """Append each live timer of a slot of ``level`` to ``into[base + j]``, ``j`` its
+        slot in the level below; return how many were dead."""
+        shift, mask = _SHIFTS[level - 1], (1 << _LEVEL_BITS[level - 1]) - 1
         per_tick = self._per_tick
-        slots = self._slots
         dropped = 0
         for timer in timers:
             if timer.callback is None:
                 dropped += 1
             else:
-                slots[base + ((_floor(timer.when * per_tick) >> shift) & mask)].append(timer)
+                into[base + ((_floor(timer.when * per_tick) >> shift) & mask)].append(timer)
+        return dropped
+
+    def _cascade(self, timers: list[Timer], staged: _Staged | None, level: int) -> int:
+        """Spread the ``timers`` of a slot of ``level`` (the overflow: one past the top)
+        over the slots of the level below, the position having just entered that slot;
+        return how many were dead. What was ``staged`` ahead is moved in as it is, so only
+        the timers added since are spread now. Those of the first slot below share the
+        position's block there and must go lower still: that slot is cascaded next."""
+        slots = self._slots
+        base = _BASES[level - 1]
+        staged_dropped = 0
+        if staged is not None:  # the slots below are empty: the position just left them
+            self._spare += slots[base : base + len(staged.buckets)]
+            slots[base : base + len(staged.buckets)] = staged.buckets
+            if staged.first is not None:
+                if staged.buckets[0]:
+                    self._staged[base] = staged.first  # that slot is cascaded next
+                else:
+                    self._release(staged.first)
+            staged_dropped = staged.dropped
+            timers = list(islice(timers, staged.done, None))
+        dropped = staged_dropped + self._spread(timers, slots, base, level)
+        if level >= 2:  # the slots below are higher-level ones, to be staged in turn
+            self._stage_from = min(self._stage_from, self._pos)
         occupied = self._occupied
-        for i in range(base, base + mask + 1):
-            if slots[i]:
-                occupied |= 1 << i
+        for k in range(base, base + (1 << _LEVEL_BITS[level - 1])):
+            if slots[k]:
+                occupied |= 1 << k
         self._occupied = occupied
         return dropped
+
+    def _stage(self) -> bool:
+        """Spread up to _STAGE_BUDGET timers of the higher-level slots due within the
+        horizon (the earliest first) ahead of time; return True if some remain."""
+        pos = self._pos
+        if self._stage_from - pos >= _STAGE_HORIZON:
+            return False
+        budget = _STAGE_BUDGET
+        higher = self._occupied >> _L0 << _L0
+        if self._stage_from > pos:  # the slots before that one's are staged already
+            higher &= -1 << self._slot_of(int(self._stage_from))
+        while higher:
+            low = higher & -higher
+            higher ^= low
+            i = low.bit_length() - 1
+            shift, width, base = _SPAN[i]
+            start = (pos >> width << width) | ((i - base) << shift)
+            if start - pos >= _STAGE_HORIZON:
+                self._stage_from = start
+                return False
+            staged = self._staged.get(i)
+            if staged is None:
+                staged = self._staged[i] = self._staging(_LEVEL[i])
+            budget = self._stage_slot(self._slots[i], staged, _LEVEL[i], budget)
+            if budget == 0:
+                self._stage_from = start
+                return True
+        self._stage_from = _INF
+        return False
+
+    def _stage_slot(self, timers: list[Timer], staged: _Staged, level: int, budget: int) -> int:
+        """Stage up to ``budget`` more of the ``timers`` of a slot of ``level``, then its
+        first bucket's; return the budget left (none: some may remain)."""
+        done = staged.done
+        stop = min(len(timers), done + budget)
+        if stop > done:
+            staged.dropped += self._spread(islice(timers, done, stop), staged.buckets, 0, level)
+            staged.done = stop
+            budget -= stop - done
+        if staged.first is not None and budget:
+            budget = self._stage_slot(staged.buckets[0], staged.first, level - 1, budget)
+        return budget
+
+    def _staging(self, level: int) -> _Staged:
+        """A new staging for a slot of ``level``, its buckets from the spare lists."""
+        spare = self._spare
+        buckets = [spare.pop() if spare else [] for _ in range(1 << _LEVEL_BITS[level - 1])]
+        return _Staged(buckets, self._staging(level - 1) if level >= 2 else None)
+
+    def _release(self, staged: _Staged | None) -> None:
+        """Give the buckets of a staging no longer wanted back to the spare lists."""
+        while staged is not None:
+            for bucket in staged.buckets:
+                bucket.clear()
+            self._spare += staged.buckets
+            staged = staged.first
+
+    def _unstage(self, i: int) -> None:
+        """Forget what was staged of slot ``i``: its list was rewritten."""
+        staged = self._staged.pop(i, None)
+        if staged is not None:
+            self._release(staged)
+            self._stage_from = min(self._stage_from, self._pos)
+
+    def _slot_of(self, tick: int) -> int:
+        """The flat index of the slot that holds ``tick`` (not before the position, within
+        the top level); _L0 for a tick of the position's level-0 block."""
+        diff = tick ^ self._pos
+        if diff < _L0:
+            return _L0
+        if diff >> _TOP:
+            return _SLOTS
+        shift, mask, base = _PLACE[diff.bit_length()]
+        return base + ((tick >> shift) & mask)
 
     def _earliest(self) -> tuple[int, int] | None:
         """The earliest slot that may hold timers, as (flat index or -1 for overflow, start
@@ -233,17 +386,18 @@ class TimerWheel:
             return -1, min(self._overflow) << _TOP
         return None
 
-    def _take(self, i: int, start: int) -> list[Timer]:
-        """Remove and return the contents of slot ``i`` (or the overflow block at ``start``)."""
+    def _take(self, i: int, start: int) -> tuple[list[Timer], _Staged | None]:
+        """Remove and return the contents of slot ``i`` (or the overflow block at ``start``)
+        and what of them was staged."""
         if i < 0:
             self._earliest_in.pop(-1 - (start >> _TOP), None)
-            return self._overflow.pop(start >> _TOP)
+            return self._overflow.pop(start >> _TOP), None
         if i >= _L0:
             self._earliest_in.pop(i, None)
         timers = self._slots[i]
         self._slots[i] = []
         self._occupied &= ~(1 << i)
-        return timers
+        return timers, self._staged.pop(i, None)
 
     def _collect(self, now: float) -> list[Timer]:
         """Move the position to the clock's tick; return the live timers due by ``now``."""
@@ -254,10 +408,11 @@ class TimerWheel:
             i, start = found
             if start > target:
                 break
-            timers = self._take(i, start)
+            timers, staged = self._take(i, start)
             if not 0 <= i < _L0:  # a higher-level slot: spread it over the levels below
                 self._pos = start
-                dropped += self._cascade(timers, _LEVEL[i] if i >= 0 else len(_LEVEL_BITS))
+                level = _LEVEL[i] if i >= 0 else len(_LEVEL_BITS)
+                dropped += self._cascade(timers, staged, level)
                 continue
             if start < target:
                 for timer in timers:
@@ -315,29 +470,36 @@ class TimerWheel:
                 if rest:  # a BaseException escaped a callback: the rest run next time
                     self._slots[self._pos & _L0_MASK][:0] = rest
                     self._occupied |= 1 << (self._pos & _L0_MASK)
-                self._arm()
+                self._arm(self._clock.now() + self._tick if self._stage() else _INF)
 
-    def _arm(self) -> None:
-        """Arm for the earliest live deadline of the earliest slot; nothing if empty."""
+    def _arm(self, soon: float = _INF) -> None:
+        """Arm for the earliest live deadline of the earliest slot, or for ``soon`` if
+        earlier (more to stage); nothing if empty."""
         while (found := self._earliest()) is not None:
             i, start = found
             key = i if i >= 0 else -1 - (start >> _TOP)
             earliest = self._earliest_in.get(key)
             if earliest is not None:
-                self._arm_at(earliest)
+                self._arm_at(min(earliest, soon))
                 return
             timers = self._slots[i] if i >= 0 else self._overflow[start >> _TOP]
+            staged = self._staged.get(i) if i >= _L0 else None
+            if staged is not None and (first := _staged_earliest(timers, staged)) < _INF:
+                self._earliest_in[key] = first
+                self._arm_at(min(first, soon))
+                return
             live = _alive(timers)
             if len(live) < len(timers):
                 self._dead -= len(timers) - len(live)
                 timers[:] = live
+                self._unstage(i)
             if live:
                 earliest = min(map(_when, live))
                 if not 0 <= i < _L0:
                     self._earliest_in[key] = earliest
-                self._arm_at(earliest)
+                self._arm_at(min(earliest, soon))
                 return
-            self._take(i, start)
+            self._release(self._take(i, start)[1])
 
     def _compact(self) -> None:
         """Drop every cancelled timer still held: they far outnumber the live ones."""
@@ -351,6 +513,8 @@ class TimerWheel:
             live = _alive(timers)
             removed += len(timers) - len(live)
             self._slots[i] = live
+            if len(live) < len(timers):
+                self._unstage(i)
             if not live:
                 self._occupied &= ~low
                 self._earliest_in.pop(i, None)

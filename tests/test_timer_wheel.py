@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from actorflow import timers as timers_mod
 from actorflow.clock import SystemClock
 from actorflow.testing import ManualClock
 from actorflow.timers import Timer, TimerWheel
@@ -426,3 +427,215 @@ async def test_real_clock_fires_within_a_tick_and_loop_latency() -> None:
     assert when <= at <= when + 0.001 + 0.050
     assert len(wheel) == 0
     wheel.close()
+
+
+# -- staging: higher-level slots spread over the level below ahead of time ----------------
+
+
+def unstaged(wheel: TimerWheel) -> int:
+    """How many timers of the higher-level slots within the horizon are not yet staged."""
+    pos, left = wheel._pos, 0
+    for i, timers in enumerate(wheel._slots):
+        if i < 64 or not timers:
+            continue
+        level = timers_mod._LEVEL[i]
+        start = wheel._pos >> timers_mod._SHIFTS[level] + 6 << timers_mod._SHIFTS[level] + 6
+        start |= (i - timers_mod._BASES[level]) << timers_mod._SHIFTS[level]
+        if start - pos < timers_mod._STAGE_HORIZON:
+            staged = wheel._staged.get(i)
+            left += len(timers) - (staged.done if staged else 0)
+    return left
+
+
+def spread_when_due(wheel: TimerWheel) -> list[int]:
+    """Count the timers the wheel spreads from now on when their slot is due (into its
+    slots, not into staging buckets): those that were not staged in time."""
+    counted = [0]
+    spread = wheel._spread
+
+    def counting(timers: Any, into: Any, base: int, level: int) -> int:
+        timers = list(timers)
+        if into is wheel._slots:
+            counted[0] += len(timers)
+        return spread(timers, into, base, level)
+
+    wheel._spread = counting  # type: ignore[method-assign]
+    return counted
+
+
+async def test_near_slots_are_staged_while_idle_and_installed_when_due(
+    clock: SpyClock, wheel: TimerWheel
+) -> None:
+    """Timers a few seconds ahead are spread over the level below in budgeted wake-ups
+    before they are due (one alarm at a time); reaching them then spreads nothing."""
+    rng = random.Random(5)
+    t0 = clock.now()
+    deadlines = [t0 + rng.uniform(1.0, 3.0) for _ in range(3000)]
+    log = Log(clock)
+    for i, when in enumerate(deadlines):
+        wheel.schedule(when, log(str(i)))
+    assert clock.armed() == [t0 + 0.001]  # a wake-up to stage, not the first deadline
+    assert unstaged(wheel) == 3000
+    await clock.advance(0.001)
+    assert unstaged(wheel) == 3000 - timers_mod._STAGE_BUDGET  # one budget per wake-up
+    await clock.advance(0.05)
+    assert unstaged(wheel) == 0
+    assert clock.armed() == [min(deadlines)]
+    counted = spread_when_due(wheel)
+    await clock.advance(0.95 + 0.064 * 3)  # into the first slots: installed, not spread
+    assert counted[0] == 0
+    await clock.advance(3)
+    order = sorted(range(3000), key=deadlines.__getitem__)
+    assert log.names == [str(i) for i in order]
+    assert all(at == deadlines[int(name)] for name, at in log.runs)
+    assert len(wheel) == 0 and stored(wheel) == 0 and wheel._dead == 0
+    assert wheel._staged == {} or all(not s.done for s in wheel._staged.values())
+
+
+async def test_a_big_slot_is_staged_two_levels_down(clock: SpyClock, wheel: TimerWheel) -> None:
+    """A level-2 slot's first level-1 slot is due the moment the level-2 one is: it is
+    staged as well, so crossing a 4 s block spreads nothing at once."""
+    edge = ((wheel._pos >> 12) + 1) << 12  # the next level-2 block (4096 ticks), ahead
+    first = edge * 0.001 + 0.0002
+    whens = [first + k * 0.0004 for k in range(2000)]  # the block's first 0.8 s
+    log = Log(clock)
+    for k, when in enumerate(whens):
+        wheel.schedule(when, log(str(k)))
+    while unstaged(wheel) or not any(s.first and s.first.done for s in wheel._staged.values()):
+        await clock.advance(0.001)
+    assert clock.now() < first
+    counted = spread_when_due(wheel)
+    await clock.advance(first - clock.now())
+    assert counted[0] == 0
+    assert log.names == ["0"] and log.runs[0][1] == first
+    await clock.advance(1.0)
+    assert log.names == [str(k) for k in range(2000)]
+    assert [at for _, at in log.runs] == whens
+
+
+async def test_staged_slots_take_later_schedules_in_order(
+    clock: SpyClock, wheel: TimerWheel
+) -> None:
+    """Timers added to a slot after it was staged (ties, earlier deadlines) and cancels of
+    staged timers: order by deadline, ties in schedule order, nothing cancelled runs."""
+    t0 = clock.now()
+    log = Log(clock)
+    base = t0 + 0.5
+    early = [wheel.schedule(base + k * 1e-4, log(f"e{k}")) for k in range(600)]
+    await clock.advance(0.01)
+    assert unstaged(wheel) == 0
+    wheel.schedule(base + 5e-4, log("tie"))  # same deadline as e5: after it
+    wheel.schedule(base - 1e-4, log("before all"))
+    for timer in early[100:200]:
+        timer.cancel()
+    assert len(wheel) == 502
+    await clock.advance(1)
+    expected = ["before all"] + [f"e{k}" for k in range(600) if not 100 <= k < 200]
+    expected.insert(expected.index("e5") + 1, "tie")
+    assert log.names == expected
+    assert len(wheel) == 0 and stored(wheel) == 0 and wheel._dead == 0
+
+
+async def test_a_cancel_inside_the_batch_being_cascaded(clock: SpyClock, wheel: TimerWheel) -> None:
+    """A callback cancels timers that sit in a staged slot not yet installed and in the
+    level-0 slots it was installed into."""
+    t0 = clock.now()
+    log = Log(clock)
+    later: list[Timer] = []
+
+    def first() -> None:
+        log("first")()
+        for timer in later[::2]:
+            timer.cancel()
+
+    wheel.schedule(t0 + 0.9, first)
+    later += [wheel.schedule(t0 + 1.0 + k * 0.003, log(str(k))) for k in range(200)]
+    await clock.advance(2)
+    assert log.names == ["first"] + [str(k) for k in range(1, 200, 2)]
+    assert len(wheel) == 0 and stored(wheel) == 0 and wheel._dead == 0
+
+
+async def test_compaction_discards_stale_staging(clock: SpyClock, wheel: TimerWheel) -> None:
+    t0 = clock.now()
+    log = Log(clock)
+    keep = [wheel.schedule(t0 + 1 + k * 0.001, log(str(k))) for k in range(300)]
+    await clock.advance(0.01)
+    assert unstaged(wheel) == 0 and wheel._staged
+    junk = [wheel.schedule(t0 + 1.2 + k * 1e-5, lambda: None) for k in range(5000)]
+    for timer in junk:
+        timer.cancel()  # a sweep after 4097: the staged slots' lists are rewritten
+    assert stored(wheel) == 300 + 5000 - 4097
+    assert all(s.done <= len(wheel._slots[i]) for i, s in wheel._staged.items())
+    keep[7].cancel()
+    await clock.advance(2)
+    assert log.names == [str(k) for k in range(300) if k != 7]
+    assert len(wheel) == 0 and stored(wheel) == 0 and wheel._dead == 0
+
+
+@pytest.mark.parametrize("budget, compact_min", [(7, 16), (64, 4096)])
+async def test_matches_a_reference_model_while_staging(
+    clock: SpyClock,
+    wheel: TimerWheel,
+    monkeypatch: pytest.MonkeyPatch,
+    budget: int,
+    compact_min: int,
+) -> None:
+    """Dense near timers, small steps and a tiny staging budget: slots are often half
+    staged when timers are added, cancelled, swept or come due."""
+    monkeypatch.setattr(timers_mod, "_STAGE_BUDGET", budget)
+    monkeypatch.setattr(timers_mod, "_COMPACT_MIN", compact_min)
+    rng = random.Random(budget)
+    expected: dict[int, float] = {}
+    timers: dict[int, Timer] = {}
+    runs: list[tuple[int, float]] = []
+
+    def record(k: int) -> Callable[[], None]:
+        return lambda: runs.append((k, clock.now()))
+
+    n = 0
+    for _ in range(150):
+        for _ in range(rng.randrange(0, 80)):
+            when = clock.now() + rng.choice([rng.uniform(-0.002, 0.2), rng.uniform(0, 10)])
+            when = round(when, 3) if rng.random() < 0.3 else when  # some ties
+            timers[n] = wheel.schedule(when, record(n))
+            expected[n] = when
+            n += 1
+        for key in rng.sample(sorted(timers), k=min(len(timers), rng.randrange(0, 40))):
+            timers.pop(key).cancel()
+            expected.pop(key, None)
+        before = clock.now()
+        await clock.advance(rng.choice([0.0005, 0.003, 0.02, 0.3]) * rng.random())
+        due = sorted((k for k, w in expected.items() if w <= clock.now()), key=expected.__getitem__)
+        assert [k for k, _ in runs] == due
+        for k, at in runs:
+            assert at == max(expected.pop(k), before)
+            timers.pop(k, None)
+        runs.clear()
+        assert len(wheel) == len(expected)
+        assert len(clock.armed()) <= 1
+    await clock.advance(20)
+    assert len(runs) == len(expected)
+    assert len(wheel) == 0 and stored(wheel) == 0 and wheel._dead == 0
+
+
+async def test_a_staged_slot_arms_for_its_earliest_deadline(
+    clock: SpyClock, wheel: TimerWheel
+) -> None:
+    """The earliest deadline of a staged slot comes from its first bucket; cancelling
+    that timer may leave the alarm early, never late, and nothing runs early."""
+    t0 = clock.now()
+    log = Log(clock)
+    whens = [t0 + 0.5 + k * 0.0007 for k in range(1000)][::-1]  # scheduled latest first
+    timers = [wheel.schedule(when, log(str(k))) for k, when in enumerate(whens)]
+    await clock.advance(0.01)
+    assert unstaged(wheel) == 0
+    assert clock.armed() == [whens[-1]]
+    timers[-1].cancel()
+    wheel._earliest_in.clear()  # forget it: found again from the staged buckets
+    wheel._arm()
+    assert clock.armed() in ([whens[-1]], [whens[-2]])
+    await clock.advance(whens[-2] - clock.now() - 1e-6)
+    assert log.runs == []
+    await clock.advance(1)
+    assert log.names == [str(k) for k in range(998, -1, -1)]
+    assert [at for _, at in log.runs] == whens[-2::-1]
