@@ -135,3 +135,18 @@ async def test_store_folds_records_written_directly(db: Path) -> None:
     assert snapshot is not None and snapshot.status == "completed"
     assert [type(e).__name__ for e in snapshot.history] == ["Outcome"]
     await store.close()
+
+
+async def test_schema_1_file_is_migrated_in_place(db: Path) -> None:
+    async with af.Runtime(db) as rt:
+        await rt.start(wait_once, id="old")
+    with sqlite3.connect(db) as conn:  # what a version-1 file looked like: no inbox
+        conn.execute("DROP TABLE inbox")
+        conn.execute("PRAGMA user_version=1")
+    async with af.Runtime(db) as rt:
+        assert (await rt.handle("old").status()).state == "waiting"
+        await rt.send("old", gate)
+        assert await rt.handle("old").result(timeout=5) == "ok"
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("SELECT count(*) FROM inbox").fetchone()[0] == 0

@@ -31,11 +31,23 @@ from actorflow.store.base import Mark, fold_log
 from actorflow.store.lock import OwnerLock
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the inbox table
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
-SCHEMA = """
+INBOX_SCHEMA = """
+CREATE TABLE inbox (
+    seq INTEGER PRIMARY KEY,
+    created_at REAL NOT NULL,
+    request TEXT NOT NULL,  -- JSON, see actorflow.inbox
+    status TEXT NOT NULL DEFAULT 'pending',  -- pending | accepted | rejected
+    reason TEXT,
+    decided_at REAL
+);
+CREATE INDEX inbox_pending ON inbox (status, seq);
+"""
+SCHEMA = (
+    """
 CREATE TABLE wal (
     seq INTEGER PRIMARY KEY,
     record BLOB NOT NULL  -- one committed batch: a msgpack list of records
@@ -49,16 +61,11 @@ CREATE TABLE snapshots (
     snapshot BLOB NOT NULL
 );
 CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
-CREATE TABLE inbox (
-    seq INTEGER PRIMARY KEY,
-    created_at REAL NOT NULL,
-    request TEXT NOT NULL,  -- JSON, see actorflow.inbox
-    status TEXT NOT NULL DEFAULT 'pending',  -- pending | accepted | rejected
-    reason TEXT,
-    decided_at REAL
-);
-CREATE INDEX inbox_pending ON inbox (status, seq);
 """
+    + INBOX_SCHEMA
+)
+MIGRATIONS = {1: INBOX_SCHEMA}
+"""What takes a file from schema version N to N + 1."""
 
 
 Durability = Literal["normal", "full"]
@@ -179,6 +186,11 @@ class SQLiteStore:
                 f"{self.path} has actorflow schema version {version}, newer than this "
                 f"actorflow understands ({SCHEMA_VERSION}); upgrade actorflow"
             )
+        elif isinstance(version, int) and version < SCHEMA_VERSION:
+            for step in range(version, SCHEMA_VERSION):  # each step in one transaction
+                await db.executescript(
+                    f"BEGIN IMMEDIATE; {MIGRATIONS[step]} PRAGMA user_version={step + 1}; COMMIT;"
+                )
         await self._scalar("PRAGMA journal_mode=WAL")
         sync = "FULL" if self.durability == "full" else "NORMAL"
         await self._scalar(f"PRAGMA synchronous={sync}")
