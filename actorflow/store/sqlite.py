@@ -36,7 +36,7 @@ T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
 INBOX_SCHEMA = """
-CREATE TABLE inbox (
+CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY,
     created_at REAL NOT NULL,
     request TEXT NOT NULL,  -- JSON, see actorflow.inbox
@@ -44,7 +44,7 @@ CREATE TABLE inbox (
     reason TEXT,
     decided_at REAL
 );
-CREATE INDEX inbox_pending ON inbox (status, seq);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (status, seq);
 """
 SCHEMA = (
     """
