@@ -608,6 +608,7 @@ class Runtime:
         self._dirty.clear()
 
     def _instance_finished(self, actor: Actor) -> None:
+        actor.release()
         self._actors.pop(actor.id, None)
         self._finished[actor.id] = actor.snapshot
         if not actor.done.done():
