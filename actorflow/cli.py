@@ -184,17 +184,17 @@ def _when(moment: datetime | None) -> str:
 
 
 def _in(moment: datetime) -> str:
-    seconds = int((moment - datetime.now(UTC)).total_seconds())
-    if seconds <= 0:
+    """How far off ``moment`` is, to two units: "in 6d 23h", "in 4m 10s", "due"."""
+    left = int((moment - datetime.now(UTC)).total_seconds())
+    if left <= 0:
         return "due"
-    days, rest = divmod(seconds, 86_400)
-    hours, rest = divmod(rest, 3_600)
-    minutes, secs = divmod(rest, 60)
-    parts = [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours)
-    parts += [f"{minutes}m"] * bool(minutes and not days) + [f"{secs}s"] * bool(
-        not days and not hours
-    )
-    return "in " + " ".join(parts)
+    units = [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)]
+    parts: list[str] = []
+    for name, size in units:
+        count, left = divmod(left, size)
+        if count or parts:
+            parts.append(f"{count}{name}")
+    return "in " + " ".join(parts[:2])
 
 
 def _wait_text(wait: Wait) -> str:
