@@ -365,14 +365,34 @@ def wait_line(proc: subprocess.Popen[str], word: str) -> bool:
     return any(line.strip() == word for line in proc.stdout)
 
 
-def soak(kills_wanted: int, instances: int, seed: int, workdir: Path) -> dict[str, Any]:
+def soak(
+    kills_wanted: int, instances: int, seed: int, workdir: Path, era_rounds: int
+) -> dict[str, Any]:
     rng = random.Random(seed)
+    root = workdir
+    eras = [root / "era0"]
+    workdir = eras[0]
+    workdir.mkdir()
     db = workdir / "soak.db"
     checker = Checker(db, workdir)
+    violations: list[str] = []
+    checks = acks = executions = 0
     kills = kills_in_recovery = rounds = 0
     round_no, lives, reruns = 0, 0, 0
     began = time.perf_counter()
     while True:
+        if rounds >= len(eras) * era_rounds:
+            # A fresh file every few rounds keeps the per-kill check (a full fold of
+            # the file and both logs) from growing with the whole run.
+            violations += checker.violations
+            checks += checker.checks
+            acks += len(read_log(workdir / "acks.log"))
+            executions += len(read_log(workdir / "steps.log"))
+            workdir = root / f"era{len(eras)}"
+            eras.append(workdir)
+            workdir.mkdir()
+            db = workdir / "soak.db"
+            checker = Checker(db, workdir)
         killing = kills < kills_wanted
         lives += 1
         proc = spawn(db, workdir, round_no, instances, rng.getrandbits(32))
@@ -401,6 +421,7 @@ def soak(kills_wanted: int, instances: int, seed: int, workdir: Path) -> dict[st
     seconds = time.perf_counter() - began
     with tempfile.TemporaryDirectory() as tmp:
         final = recovered(copy_db(db, Path(tmp) / "c"), [])
+    violations += checker.violations
     return {
         "kills": kills,
         "kills_during_recovery": kills_in_recovery,
@@ -408,14 +429,15 @@ def soak(kills_wanted: int, instances: int, seed: int, workdir: Path) -> dict[st
         "rounds_completed": rounds,
         "instances": rounds * instances,
         "unfinished_at_end": len(final),
-        "file_checks": checker.checks,
+        "databases": len(eras),
+        "file_checks": checks + checker.checks,
         "step_reruns_before_store": reruns,
-        "acks": len(read_log(workdir / "acks.log")),
-        "step_executions": len(read_log(workdir / "steps.log")),
+        "acks": acks + len(read_log(workdir / "acks.log")),
+        "step_executions": executions + len(read_log(workdir / "steps.log")),
         "seconds": round(seconds, 1),
-        "violations": len(checker.violations),
-        "first_violations": checker.violations[:20],
-        "ok": not checker.violations,
+        "violations": len(violations),
+        "first_violations": violations[:20],
+        "ok": not violations,
     }
 
 
@@ -431,11 +453,14 @@ def main() -> None:
     parser.add_argument("--instances", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", help="keep the database and logs here")
+    parser.add_argument(
+        "--era-rounds", type=int, default=10, help="start a fresh database every N rounds"
+    )
     parser.add_argument("--json", help="write the summary here too")
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="actorflow-soak-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    summary = soak(args.kills, args.instances, args.seed, workdir)
+    summary = soak(args.kills, args.instances, args.seed, workdir, args.era_rounds)
     summary["workdir"] = str(workdir)
     print(f"survived {summary['kills']} kills over {summary['rounds_completed']} rounds "
           f"({summary['instances']} instances) in {summary['seconds']} s")  # fmt: skip
