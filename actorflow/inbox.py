@@ -10,6 +10,7 @@ table while no runtime runs and are applied at the next open.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Literal
@@ -82,21 +83,29 @@ def receipt(path: str | Path, seq: int) -> Receipt:
     """The current state of inbox request ``seq``."""
     conn = connect_outside(path)
     try:
-        row = conn.execute("SELECT status, reason FROM inbox WHERE seq = ?", (seq,)).fetchone()
+        return _receipt(conn, path, seq)
     finally:
         conn.close()
-    if row is None:
-        raise ActorflowError(f"no inbox request {seq} in {path}")
-    return Receipt(seq, row[0], row[1])
 
 
 def wait_for_receipt(path: str | Path, seq: int, timeout: float) -> Receipt:
     """Poll request ``seq`` until a runtime decided it, or ``timeout`` seconds passed."""
     deadline = time.monotonic() + timeout
     delay = 0.005
-    while True:
-        found = receipt(path, seq)
-        if found.status != "pending" or time.monotonic() >= deadline:
-            return found
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    conn = connect_outside(path)
+    try:
+        while True:
+            found = _receipt(conn, path, seq)
+            if found.status != "pending" or time.monotonic() >= deadline:
+                return found
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    finally:
+        conn.close()
+
+
+def _receipt(conn: sqlite3.Connection, path: str | Path, seq: int) -> Receipt:
+    row = conn.execute("SELECT status, reason FROM inbox WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        raise ActorflowError(f"no inbox request {seq} in {path}")
+    return Receipt(seq, row[0], row[1])

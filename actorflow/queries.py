@@ -59,10 +59,7 @@ class QueryWatch:
         if self._running is not None:
             self._again = True
             return self._running
-        self._running = run = host_loop().create_task(self._run())
-        self.runs.add(run)
-        run.add_done_callback(self.runs.discard)
-        return run
+        return self._start(None)
 
     def run_now(self) -> asyncio.Task[None] | None:
         """Like :meth:`trigger`, but a synchronous query runs here, without a task;
@@ -75,13 +72,16 @@ class QueryWatch:
             self._failed(exc)
         else:
             if inspect.isawaitable(value):
-                self._running = run = host_loop().create_task(self._run(value))
-                self.runs.add(run)
-                run.add_done_callback(self.runs.discard)
-                return run
+                return self._start(value)
             self._conclude(value)
         self._rearm()
         return None
+
+    def _start(self, started: Awaitable[Any] | None) -> asyncio.Task[None]:
+        self._running = run = host_loop().create_task(self._run(started))
+        self.runs.add(run)
+        run.add_done_callback(self.runs.discard)
+        return run
 
     def cancel(self) -> None:
         """Stop watching: the wait got its outcome or was cancelled."""

@@ -59,22 +59,21 @@ REPLAY_DELAY_MAX = 1.0
 
 
 def _json_payload(event: Event[Any] | None, payload: str | None) -> Any:
-    """A payload given as JSON text (from another process), decoded to the event's type."""
+    """A payload given as JSON text (from another process), decoded to the event's type
+    (to builtins when it has none, or the token's event is unknown)."""
     if payload is None:
         return None
-    if event is None or event.type is None:
-        try:
-            return msgspec.json.decode(payload)
-        except RecursionError:
-            raise InvalidPayload("the payload is nested too deeply") from None
+    what = "the payload" if event is None else f"payload for event {event.name!r}"
     try:
+        if event is None or event.type is None:
+            return msgspec.json.decode(payload)
         return msgspec.json.decode(payload, type=event.type)
     except msgspec.ValidationError as exc:
-        raise InvalidPayload(f"payload for event {event.name!r} does not fit: {exc}") from None
+        raise InvalidPayload(f"{what} does not fit: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise InvalidPayload(f"payload for event {event.name!r} is not valid JSON: {exc}") from None
+        raise InvalidPayload(f"{what} is not valid JSON: {exc}") from None
     except RecursionError:
-        raise InvalidPayload(f"payload for event {event.name!r} is nested too deeply") from None
+        raise InvalidPayload(f"{what} is nested too deeply") from None
 
 
 class Runtime:
@@ -147,7 +146,7 @@ class Runtime:
             attach(self)
         for snapshot in snapshots:
             self._resume(snapshot)
-        self._inbox_task = self._spawn(self._watch_inbox())
+        self._spawn(self._watch_inbox())
         _log.info(
             "recovery.done",
             path=self.path,
