@@ -28,6 +28,7 @@ from actorflow.records import (
     Snapshot,
 )
 from actorflow.store.base import Mark, fold_log
+from actorflow.store.files import DatabaseFile, hold, let_go
 from actorflow.store.lock import OwnerLock
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
@@ -86,34 +87,57 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
-def check_file(path: Path) -> None:
-    """Raise :class:`StoreError` if ``path`` exists, is not empty, and is not SQLite."""
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
-    except FileNotFoundError:
-        return
-    except IsADirectoryError:
-        raise StoreError(f"{path} is a directory, not a database file") from None
+def check_header(file: DatabaseFile) -> None:
+    """Raise :class:`StoreError` if ``file`` is not empty and is not SQLite (read
+    through the held descriptor: opening and closing another would drop SQLite's
+    locks, see :mod:`actorflow.store.files`)."""
+    header = os.pread(file.fd, len(SQLITE_HEADER), 0)
     if header and header != SQLITE_HEADER:
         raise StoreError(
-            f"{path} is not an SQLite database (nor an actorflow one); "
+            f"{file.path} is not an SQLite database (nor an actorflow one); "
             "pass the path of an actorflow database or of a new file"
         )
+
+
+class OutsideConnection(sqlite3.Connection):
+    """A connection that holds its file's descriptor (:func:`hold`) until closed."""
+
+    held: DatabaseFile | None = None
+
+    def close(self) -> None:
+        """Close the connection, then let go of the file."""
+        try:
+            super().close()
+        finally:
+            held, self.held = self.held, None
+            if held is not None:
+                let_go(held)
 
 
 def connect_outside(path: str | os.PathLike[str]) -> sqlite3.Connection:
     """A plain connection to an existing actorflow database, for processes that do not
     own it (the CLI): checked like :meth:`SQLiteStore.open` checks, never created."""
     path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path} does not exist; start a runtime on it first (or check --db)")
-    check_file(path)
     try:
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+        file = hold(path, create=False)
+    except FileNotFoundError:
+        raise StoreError(
+            f"{path} does not exist; start a runtime on it first (or check --db)"
+        ) from None
+    try:
+        check_header(file)
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, factory=OutsideConnection)
+    except BaseException as exc:
+        let_go(file)
+        if isinstance(exc, sqlite3.DatabaseError):
+            raise StoreError(f"{path} is damaged or not a database: {exc}") from None
+        raise
+    conn.held = file
+    try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise StoreError(f"{path} is damaged or not a database: {exc}") from None
     if app_id != APPLICATION_ID:
         conn.close()
@@ -132,6 +156,7 @@ class SQLiteStore:
         self.durability = durability
         self._db: aiosqlite.Connection | None = None
         self._lock = OwnerLock(self.path)
+        self._file: DatabaseFile | None = None
         self._data_version: object = None
 
     @property
@@ -141,28 +166,32 @@ class SQLiteStore:
         return self._db
 
     async def open(self) -> list[Snapshot]:
-        """Open or create the file, fold the log into snapshots, return unfinished ones."""
-        check_file(self.path)
-        existed = self.path.exists()
-        self._lock.acquire()
+        """Open or create the file (private: mode 0600), take ownership of it, fold the
+        log into snapshots, return unfinished ones."""
+        self._file = file = hold(self.path, create=True)
         try:
+            check_header(file)
+            self._lock.acquire(file)
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
-            self._lock.release()
+            await self._abandon(file)
             raise StoreError(f"cannot open {self.path}: {exc}") from None
+        except BaseException:
+            await self._abandon(file)
+            raise
         try:
             await self._check_schema()
             return await self._recover()
         except (sqlite3.DatabaseError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-            await self._abandon(existed)
+            await self._abandon(file)
             raise StoreError(f"{self.path} is damaged or not a database: {exc}") from None
         except BaseException:
-            await self._abandon(existed)
+            await self._abandon(file)
             raise
 
-    async def _abandon(self, existed: bool) -> None:
+    async def _abandon(self, file: DatabaseFile) -> None:
         await self.close()
-        if not existed and self.path.exists() and self.path.stat().st_size == 0:
+        if file.created and self.path.exists() and self.path.stat().st_size == 0:
             self.path.unlink()  # we made that empty file; leave nothing behind
 
     async def _check_schema(self) -> None:
@@ -319,8 +348,11 @@ class SQLiteStore:
     async def close(self) -> None:
         """Close the connection and give up ownership (idempotent)."""
         db, self._db = self._db, None
+        file, self._file = self._file, None
         try:
             if db is not None:
                 await db.close()
         finally:
             self._lock.release()
+            if file is not None:  # after SQLite let go of it: see store.files
+                let_go(file)
