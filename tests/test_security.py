@@ -23,6 +23,8 @@ import pytest
 import actorflow as af
 from actorflow.store.lock import owner_pid
 
+CLI = [sys.executable, "-m", "actorflow"]
+
 OWNER = """
 import asyncio, sys
 import actorflow as af
@@ -144,8 +146,7 @@ def test_a_zombie_owner_is_not_reported_alive(tmp_path: Path) -> None:
         assert (tmp_path / "app.db.lock").read_text() == str(zombie)  # recorded, never released
         assert owner_pid(db) is None
         probe = subprocess.run(
-            [sys.executable, "-m", "actorflow", "--db", str(db), "notify", "t"]
-            + ["--wait", "--timeout", "0.2"],
+            [*CLI, "--db", str(db), "notify", "t", "--wait", "--timeout", "0.2"],
             capture_output=True,
             text=True,
             timeout=30,

@@ -35,7 +35,7 @@ import threading
 from pathlib import Path
 
 from actorflow.errors import DatabaseLocked, StoreError
-from actorflow.store.files import DatabaseFile, FileKey
+from actorflow.store.files import DatabaseFile, FileKey, hold, let_go
 
 _guard = threading.Lock()
 _owned: dict[FileKey, int] = {}
@@ -57,17 +57,28 @@ class OwnerLock:
         self.database = database
         self._file: DatabaseFile | None = None
         self._sidecar: int | None = None
+        self._held_here: DatabaseFile | None = None
 
     @property
     def path(self) -> Path:
         """The sidecar lock file."""
         return sidecar_path(self.database)
 
-    def acquire(self, file: DatabaseFile) -> None:
+    def acquire(self, file: DatabaseFile | None = None) -> None:
         """Take the lock on ``file`` (held open by the caller until after
-        :meth:`release`) or raise :class:`DatabaseLocked` naming the owner.
-        Raises :class:`StoreError` if the sidecar is not a regular file, or if the
-        file is locked by something that is not an owner."""
+        :meth:`release`; by default the database, held here, created if missing) or
+        raise :class:`DatabaseLocked` naming the owner. Raises :class:`StoreError` if
+        the sidecar is not a regular file, or if the file is locked by something that
+        is not an owner."""
+        if file is None:
+            self._held_here = file = hold(self.database, create=True)
+        try:
+            self._lock(file)
+        except BaseException:
+            self._let_go_here()
+            raise
+
+    def _lock(self, file: DatabaseFile) -> None:
         with _guard:
             if file.key in _owned:
                 raise DatabaseLocked(str(self.database), os.getpid())
@@ -105,6 +116,12 @@ class OwnerLock:
             if file is not None:
                 fcntl.flock(file.fd, fcntl.LOCK_UN)
                 _owned.pop(file.key, None)
+        self._let_go_here()
+
+    def _let_go_here(self) -> None:
+        held, self._held_here = self._held_here, None
+        if held is not None:
+            let_go(held)
 
 
 def owner_pid(database: Path) -> int | None:
