@@ -15,7 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -127,6 +127,21 @@ async def test_the_real_file_is_locked_when_its_owner_came_through_a_link(
         owner.stop()
     assert owner_pid(tmp_path / "real.db") is None
     async with af.Runtime(tmp_path / "real.db"):  # the owner let go
+        pass
+
+
+@pytest.mark.parametrize("link", [Path.symlink_to, Path.hardlink_to])
+async def test_links_are_locked_in_the_same_process_too(
+    db: Path, link: Callable[[Path, Path], None]
+) -> None:
+    other = db.with_name("other.db")
+    async with af.Runtime(db):
+        link(other, db)
+        with pytest.raises(af.DatabaseLocked) as caught:
+            async with af.Runtime(other):
+                pass
+        assert caught.value.pid == os.getpid() == owner_pid(other)
+    async with af.Runtime(other):  # released on close
         pass
 
 

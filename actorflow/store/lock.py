@@ -28,6 +28,7 @@ lock, so a refusal because of a shared one says so (:class:`StoreError`, not
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import stat
@@ -170,13 +171,17 @@ def _open_sidecar(path: Path) -> int:
         fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise StoreError(f"cannot create the lock file {path}: {exc.strerror}") from None
     else:
         os.fchmod(fd, 0o600)  # the umask may have taken bits away
         return fd
     try:
         fd = os.open(path, flags)
     except OSError as exc:
-        raise _not_a_sidecar(path, exc.strerror) from None
+        if exc.errno in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            raise _not_a_sidecar(path, exc.strerror) from None
+        raise StoreError(f"cannot open the lock file {path}: {exc.strerror}") from None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
         os.close(fd)
