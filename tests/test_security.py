@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import actorflow as af
+from actorflow.reader import Reader
 from actorflow.store.lock import owner_pid
 
 CLI = [sys.executable, "-m", "actorflow"]
@@ -172,6 +173,41 @@ def test_a_zombie_owner_is_not_reported_alive(tmp_path: Path) -> None:
         assert helper.stdin is not None
         helper.stdin.close()
         helper.wait(timeout=20)
+
+
+go = af.Event("security.go")
+
+
+@af.workflow(name="security.wait")
+async def wait_for_go(ctx: af.Context[None]) -> str:
+    await ctx.wait_event(go)
+    return "ok"
+
+
+OUTSIDE_READER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("SELECT count(*) FROM wal").fetchall()
+conn.close()
+"""
+
+
+async def test_a_reader_in_the_owners_process_keeps_sqlites_locks(db: Path) -> None:
+    """Closing a descriptor of the file drops every POSIX lock the process holds on
+    it, SQLite's too: then the next outside connection to close believes it is the
+    last one and deletes the WAL under the running owner, whose later writes no other
+    process sees."""
+    async with af.Runtime(db) as rt:
+        await rt.start(wait_for_go, id="a")
+        Reader(db).snapshots()  # in the owner's process
+        outside = OUTSIDE_READER
+        subprocess.run([sys.executable, "-c", outside, str(db)], check=True, timeout=30)
+        assert db.with_name(db.name + "-wal").exists()
+        await rt.start(wait_for_go, id="b")
+        shown = subprocess.run(
+            [*CLI, "--db", str(db), "show", "b"], capture_output=True, text=True, timeout=30
+        )
+        assert shown.returncode == 0, shown.stderr
 
 
 # -- B: a planted lock file is never followed ----------------------------------------
