@@ -71,7 +71,7 @@ def hold(path: Path, *, create: bool) -> DatabaseFile:
         fd, created = _open_or_create(path, create)
         info = os.fstat(fd)
         key = (info.st_dev, info.st_ino)
-        if not stat.S_ISREG(info.st_mode) or key in _open:
+        if not stat.S_ISREG(info.st_mode) or _current(key) is not None:
             # Not a regular file (SQLite holds no lock on it), or the path was
             # swapped for a file we already hold between the stat and the open.
             os.close(fd)
@@ -106,14 +106,18 @@ def _known(path: Path) -> tuple[FileKey, _Open] | None:
         raise StoreError(f"cannot open {path}: {exc.strerror}") from None
     _refuse_kind(path, info.st_mode)
     key = (info.st_dev, info.st_ino)
+    entry = _current(key)
+    return None if entry is None else (key, entry)
+
+
+def _current(key: FileKey) -> _Open | None:
+    """What we hold of the file ``key`` names now (not of a deleted one)."""
     entry = _open.get(key)
-    if entry is None:
-        return None
-    if os.fstat(entry.fd).st_nlink == 0:
+    if entry is not None and os.fstat(entry.fd).st_nlink == 0:
         # We hold a deleted file whose inode number came back: not this one.
         _retired[entry.fd] = _open.pop(key)
         return None
-    return key, entry
+    return entry
 
 
 def _refuse_kind(path: Path, mode: int) -> None:
@@ -130,6 +134,8 @@ def _open_or_create(path: Path, create: bool) -> tuple[int, bool]:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             except FileExistsError:
                 pass
+            except OSError as exc:  # no such directory, no permission, read-only
+                raise StoreError(f"cannot create {path}: {exc.strerror}") from None
             else:
                 os.fchmod(fd, 0o600)  # the umask may have taken bits away
                 return fd, True
