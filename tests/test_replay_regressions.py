@@ -14,8 +14,10 @@ from typing import Any
 import pytest
 
 import actorflow as af
+from actorflow.records import EventReturned
 
 workflow_module = importlib.import_module("actorflow.workflow")  # its registry
+writer_module = importlib.import_module("actorflow.writer")
 
 go = af.Event("rr.go")
 park = af.Event("rr.park")
@@ -234,6 +236,35 @@ async def test_given_back_event_keeps_its_place_across_a_reopen(
             await asyncio.sleep(0.001)
     async with af.Runtime(db, clock=clock) as rt:
         await rt.send("fl", number, 2)
+        assert await rt.handle("fl").result(timeout=5) == [0, 1, 2]
+
+
+async def test_event_given_back_by_replay_keeps_its_place(
+    db: Path, clock: af.testing.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A crash lost the record giving number 1 back (and all after it); number 2 is in
+    # the mailbox. Replay gives number 1 back again: it must come first.
+    append = writer_module.GroupWriter.append
+    crashed = False
+
+    def crash_at_return(self: Any, records: list[Any]) -> None:
+        nonlocal crashed
+        crashed = crashed or any(isinstance(r, EventReturned) for r in records)
+        if not crashed:
+            append(self, records)
+
+    async with af.Runtime(db, clock=clock) as rt:
+        h = await rt.start(first_loser, id="fl")
+        while len((await h.status()).waiting_on) < 2:
+            await asyncio.sleep(0.001)
+        monkeypatch.setattr(writer_module.GroupWriter, "append", crash_at_return)
+        await asyncio.gather(
+            rt.send("fl", gate), rt.send("fl", number, 1), rt.send("fl", number, 2)
+        )
+        await clock.advance(0)
+        assert crashed
+    monkeypatch.undo()
+    async with af.Runtime(db, clock=clock) as rt:
         assert await rt.handle("fl").result(timeout=5) == [0, 1, 2]
 
 
