@@ -193,6 +193,7 @@ class Actor:
             if self.phase is not Phase.REPLAYING:
                 break
             self._replay(effect)
+        self._check_journal_made()
         if self.phase is Phase.HELD:
             return
         self._outcomes = {}
@@ -318,11 +319,14 @@ class Actor:
         # random, uuid4, create_event, a deadline) and a call with an outcome never share
         # a kind, so a call of one sort where the journal holds the other has diverged.
         # Live, a new call's seq is past the journal: nothing is found.
-        return self._outcomes.get(seq) or self.snapshot.values.get(seq)
+        outcome = self._outcomes.get(seq)
+        return outcome if outcome is not None else self.snapshot.values.get(seq)
 
-    def _check_journal_made(self, task: asyncio.Task[Any]) -> None:
-        """Hold an instance whose code ended during replay although the journal holds
-        calls it did not make: completing it would drop their stored outcomes."""
+    def _check_journal_made(self, ended: asyncio.Task[Any] | None = None) -> None:
+        """During replay, hold the instance if the journal holds a call that its code has
+        not made by the time it pauses (``ended=None``) or ends (``ended``, its task).
+        Replay feeds every stored outcome, so the same code has made all the calls the
+        journal holds by then; running on, or completing, would drop their outcomes."""
         if self.phase is not Phase.REPLAYING:
             return
         ahead = [seq for seq in (*self._outcomes, *self.snapshot.values) if seq >= self.next_seq]
@@ -331,14 +335,16 @@ class Actor:
         seq = min(ahead)
         recorded = self._recorded(seq)
         assert recorded is not None
-        if task.cancelled():
-            ended = "was cancelled"
-        elif task.exception() is not None:
-            ended = "raised"
+        if ended is None:
+            how = "paused"
+        elif ended.cancelled():
+            how = "was cancelled"
+        elif ended.exception() is not None:
+            how = "raised"
         else:
-            ended = "returned"
+            how = "returned"
         self._hold(
-            f"workflow {self.id!r}: the code {ended} after {self.next_seq} calls, but the "
+            f"workflow {self.id!r}: the code {how} after {self.next_seq} calls, but the "
             f"journal holds call #{seq} ({recorded.kind} {recorded.name!r}) that it no longer "
             "makes; restore the code that started this instance",
             NonDeterminismError,

@@ -195,6 +195,34 @@ async def test_code_that_ends_early_is_held_not_completed(
     assert ran == before
 
 
+async def test_code_that_pauses_before_a_call_the_journal_holds_is_held(
+    db: Path, clock: af.testing.ManualClock
+) -> None:
+    @af.workflow(name="rr.pause")
+    async def both(ctx: af.Context[None]) -> str:
+        async def stamp() -> None:
+            ctx.now()
+
+        await asyncio.gather(ctx.wait_event(park), stamp())  # the wait is #0, now() #1
+        return "park"
+
+    async with af.Runtime(db, clock=clock) as rt:
+        await run_to_park(rt, clock, both)
+
+    workflow_module._registry.pop("rr.pause")
+
+    @af.workflow(name="rr.pause")
+    async def wait_only(ctx: af.Context[None]) -> str:
+        await ctx.wait_event(park)
+        return "park"
+
+    async with af.Runtime(db, clock=clock) as rt:
+        with pytest.raises(af.NonDeterminismError, match="paused"):
+            await rt.handle("i").result(timeout=2)
+        status = await rt.handle("i").status()
+        assert status.detail and "#1 (now 'now')" in status.detail
+
+
 # -- a given-back event keeps its place ---------------------------------------------------
 gate = af.Event("rr.gate")
 number = af.Event("rr.number", int)
