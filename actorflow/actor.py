@@ -329,10 +329,10 @@ class Actor:
         journal holds by then; running on, or completing, would drop their outcomes."""
         if self.phase is not Phase.REPLAYING:
             return
-        ahead = [seq for seq in (*self._outcomes, *self.snapshot.values) if seq >= self.next_seq]
-        if not ahead:
+        made, values = self.next_seq, self.snapshot.values
+        if max(self._outcomes, default=-1) < made and max(values, default=-1) < made:
             return
-        seq = min(ahead)
+        seq = min(seq for seq in (*self._outcomes, *values) if seq >= made)
         recorded = self._recorded(seq)
         assert recorded is not None
         if ended is None:
