@@ -112,7 +112,7 @@ KINDS = [
 ]  # fmt: skip
 
 
-def mutations() -> list[tuple[str, list[str], list[str]]]:
+def mutations() -> list[Any]:
     """(case, original calls, changed calls): each kind inserted before a stored step,
     removed from before it, and moved after it."""
     cases = []
@@ -122,16 +122,17 @@ def mutations() -> list[tuple[str, list[str], list[str]]]:
         cases.append((f"remove-{kind}", [kind], [before] if before else []))
         cases.append((f"reorder-{kind}", [kind], []))
     return [
-        (
+        pytest.param(
             case,
             [*old, "stored"],
             ["stored", *old] if case.startswith("reorder") else [*new, "stored"],
+            id=case,
         )
         for case, old, new in cases
     ]
 
 
-@pytest.mark.parametrize(("case", "original", "changed"), mutations(), ids=lambda v: v)
+@pytest.mark.parametrize(("case", "original", "changed"), mutations())
 async def test_changed_calls_of_every_kind_are_held(
     db: Path,
     clock: af.testing.ManualClock,
