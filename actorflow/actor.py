@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import enum
 import functools
+import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from actorflow.records import (
     EventSent,
     EventState,
     Finished,
+    Held,
     Outcome,
     Record,
     Snapshot,
@@ -46,6 +48,7 @@ from actorflow.records import (
     Waiting,
     WaitSpec,
     apply,
+    find_event,
 )
 from actorflow.steps import error_info
 from actorflow.store.base import Mark
@@ -121,7 +124,8 @@ class Actor:
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
         "_conditions", "_context", "_mail_by_name", "_mail_by_token", "_outcomes",
-        "_reserved", "_unwritten", "_used_tokens", "_waits_by_name", "_waits_by_token",
+        "_reserved", "_returned", "_unwritten", "_used_tokens", "_waits_by_name",
+        "_waits_by_token",
         "calls", "definition", "detail", "done", "held", "id", "loop", "next_event_id",
         "next_seq", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
@@ -147,10 +151,14 @@ class Actor:
         self._waits_by_name: dict[str, dict[int, Call]] = {}
         self._waits_by_token: dict[str, Call] = {}
         self._conditions: dict[int, Call] = {}
-        self._mail_by_name: dict[str, dict[int, EventState]] = {}
+        # By name: a heap of (event id, event), so that the oldest goes first and a
+        # given-back event takes its place again, each in O(log n).
+        self._mail_by_name: dict[str, list[tuple[int, EventState]]] = {}
         self._mail_by_token: dict[str, EventState] = {}
         # Event ids; dicts as sets, because an empty dict costs 64 bytes, an empty set 216.
         self._reserved: dict[int, None] = {}
+        # Given back to the mailbox, their EventReturned not committed yet.
+        self._returned: dict[int, None] = {}
         # By-name events accepted but not yet committed, and not bound to a wait: a
         # later event of the same name must not overtake them to a wait.
         self._unwritten: dict[str, int] = {}
@@ -185,6 +193,7 @@ class Actor:
             if self.phase is not Phase.REPLAYING:
                 break
             self._replay(effect)
+        self._check_journal_made()
         if self.phase is Phase.HELD:
             return
         self._outcomes = {}
@@ -199,8 +208,10 @@ class Actor:
         handlers = self.definition.handlers if self.definition is not None else {}
         late: list[Record] = []
         now = self.services.clock.now()
+        if self.snapshot.held is not None and self.phase is Phase.LIVE:
+            late.append(Held(self.id, None))  # runs here: no longer held
         for event in self.snapshot.events:
-            if event.consumed_at is None:
+            if event.consumed_at is None or event.id in self._returned:
                 if event.name in handlers:  # sent while no code with its handler ran
                     late.append(EventHandled(self.id, event.id, now))
                 else:
@@ -218,6 +229,9 @@ class Actor:
         self.phase = Phase.HELD
         self.detail = why
         self.held = None if error is None else error(f"instance {self.id!r} is held: {why}")
+        if error is not None and self.snapshot.held != why:
+            # Stored, so that other processes (the CLI) show why it does not run.
+            self.services.writer.append([Held(self.id, why)])
         self.loop.drop()
         for call in self.calls.values():
             self._unregister(call)
@@ -245,6 +259,7 @@ class Actor:
         self.task = None
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._check_journal_made(task)
         if self.phase in INERT:
             return
         result: bytes | None = None
@@ -274,7 +289,7 @@ class Actor:
         call = Call(seq, kind, name, self.loop.create_future(), decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
-        recorded = self._outcomes.get(seq)
+        recorded = self._recorded(seq)
         if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
             self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
             return call
@@ -291,13 +306,49 @@ class Actor:
         """The next sequence number and its stored value, if replay has one."""
         seq = self.next_seq
         self.next_seq += 1
-        recorded = self.snapshot.values.get(seq)
+        recorded = self._recorded(seq)
         if recorded is None:
             return seq, None
-        if (recorded.kind, recorded.name) != (kind, name):
+        if not isinstance(recorded, Value) or (recorded.kind, recorded.name) != (kind, name):
             self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
             return seq, None
         return seq, recorded.value
+
+    def _recorded(self, seq: int) -> Outcome | Value | None:
+        # What the journal holds for call ``seq``, of either sort: a value call (now,
+        # random, uuid4, create_event, a deadline) and a call with an outcome never share
+        # a kind, so a call of one sort where the journal holds the other has diverged.
+        # Live, a new call's seq is past the journal: nothing is found.
+        outcome = self._outcomes.get(seq)
+        return outcome if outcome is not None else self.snapshot.values.get(seq)
+
+    def _check_journal_made(self, ended: asyncio.Task[Any] | None = None) -> None:
+        """During replay, hold the instance if the journal holds a call that its code has
+        not made by the time it pauses (``ended=None``) or ends (``ended``, its task).
+        Replay feeds every stored outcome, so the same code has made all the calls the
+        journal holds by then; running on, or completing, would drop their outcomes."""
+        if self.phase is not Phase.REPLAYING:
+            return
+        made, values = self.next_seq, self.snapshot.values
+        if max(self._outcomes, default=-1) < made and max(values, default=-1) < made:
+            return
+        seq = min(seq for seq in (*self._outcomes, *values) if seq >= made)
+        recorded = self._recorded(seq)
+        assert recorded is not None
+        if ended is None:
+            how = "paused"
+        elif ended.cancelled():
+            how = "was cancelled"
+        elif ended.exception() is not None:
+            how = "raised"
+        else:
+            how = "returned"
+        self._hold(
+            f"workflow {self.id!r}: the code {how} after {self.next_seq} calls, but the "
+            f"journal holds call #{seq} ({recorded.kind} {recorded.name!r}) that it no longer "
+            "makes; restore the code that started this instance",
+            NonDeterminismError,
+        )
 
     def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
         """Store a value made now by call ``seq`` (written after anything queued before)."""
@@ -431,7 +482,7 @@ class Actor:
             if not mail:
                 self._waits_by_name.setdefault(call.name, {})[call.seq] = call
                 return
-            event = mail.pop(next(iter(mail)))
+            event = heapq.heappop(mail)[1]
         self._reserved[event.id] = None
         self.bind(call, self.outcome(call, event=event.id))
 
@@ -445,18 +496,12 @@ class Actor:
             self.bind(call, self.outcome(call, event=event.id))
         elif event.token is not None:
             self._mail_by_token[event.token] = event
-        else:
-            mail = self._mail_by_name.setdefault(event.name, {})
-            mail[event.id] = event
-            if next(reversed(mail)) != event.id:  # a returned event keeps its place
-                self._mail_by_name[event.name] = dict(sorted(mail.items()))
+        else:  # by id: a given-back event takes its place again
+            heapq.heappush(self._mail_by_name.setdefault(event.name, []), (event.id, event))
 
     def event(self, event_id: int) -> EventState:
         """An event of this instance by id."""
-        for event in reversed(self.snapshot.events):
-            if event.id == event_id:
-                return event
-        raise KeyError(event_id)
+        return find_event(self.snapshot, event_id)
 
     # -- committed records -----------------------------------------------------------
     def committed(self, record: Record) -> None:
@@ -478,7 +523,10 @@ class Actor:
                 event = self.event(record.id)
                 self._handle(event.name, event.payload)
             case EventReturned():
-                self._to_mailbox(self.event(record.id))
+                if record.id in self._returned:  # put back already, when given back
+                    del self._returned[record.id]
+                else:
+                    self._to_mailbox(self.event(record.id))
             case CancelRequested():
                 self._cancel()
             case Finished():
@@ -545,12 +593,19 @@ class Actor:
     def _give_back(self, outcome: Outcome) -> None:
         # A cancelled wait consumes nothing. Also on replay: a crash may have lost the
         # EventReturned, and the event must not stay taken by a call that is gone.
-        if (
-            outcome.event is not None
-            and self.phase not in INERT
-            and self.event(outcome.event).consumed_by == outcome.seq
-        ):
-            self.services.writer.append([EventReturned(self.id, outcome.event)])
+        if outcome.event is None or self.phase in INERT:
+            return
+        event = self.event(outcome.event)
+        if event.consumed_by != outcome.seq:
+            return
+        self._reserved.pop(event.id, None)
+        self.services.writer.append([EventReturned(self.id, event.id)])
+        # Back in the mailbox now, not once its record commits: a later event of the
+        # same name, sent meanwhile, must not overtake it to a wait. A wait that takes
+        # it now writes its outcome after the EventReturned, so the log agrees.
+        self._returned[event.id] = None
+        if self.phase is Phase.LIVE:
+            self._to_mailbox(event)
 
     def _result(self, call: Call, outcome: Outcome) -> Any:
         error = outcome.error

@@ -216,6 +216,14 @@ def _table(rows: list[list[str]]) -> str:
     )
 
 
+def _state_text(status: Status) -> str:
+    # ``detail`` on an unfinished instance: its runtime could not run it (unknown
+    # workflow, code that diverged from the journal); the waits shown are the stored ones.
+    if status.detail is not None and status.finished_at is None:
+        return f"{status.state} (held)"
+    return status.state
+
+
 def _print_list(statuses: list[Status]) -> None:
     if not statuses:
         print("no instances")
@@ -223,7 +231,7 @@ def _print_list(statuses: list[Status]) -> None:
     rows = [["ID", "WORKFLOW", "STATE", "WAITING ON", "UPDATED"]]
     for s in statuses:
         waits = "; ".join(_wait_text(w) for w in s.waiting_on) or "-"
-        rows.append([s.id, s.workflow, s.state, waits, _when(s.updated_at)])
+        rows.append([s.id, s.workflow, _state_text(s), waits, _when(s.updated_at)])
     print(_table(rows))
 
 
@@ -237,7 +245,7 @@ def _print_details(d: Details) -> None:
     lines = [
         f"id:        {s.id}",
         f"workflow:  {s.workflow}",
-        f"status:    {s.state}",
+        f"status:    {_state_text(s)}",
         f"created:   {_when(s.created_at)}",
         f"updated:   {_when(s.updated_at)}",
     ]

@@ -8,6 +8,7 @@ drift apart.
 
 from __future__ import annotations
 
+import bisect
 from typing import Literal
 
 import msgspec
@@ -121,6 +122,15 @@ class Waiting(msgspec.Struct, tag="waiting", array_like=True):
     state: bytes | None = None
 
 
+class Held(msgspec.Struct, tag="held", array_like=True):
+    """The instance cannot run in the runtime that loaded it (``detail`` says why:
+    its workflow is not defined there, or its code diverged from its journal);
+    ``detail=None``: a runtime runs it again. Stored so that other processes see it."""
+
+    wf: str
+    detail: str | None
+
+
 class Finished(msgspec.Struct, tag="finish", array_like=True):
     """The instance ended: ``completed`` (with ``result``), ``failed`` or ``cancelled``."""
 
@@ -141,6 +151,7 @@ Record = (
     | CancelRequested
     | AttemptFailed
     | Waiting
+    | Held
     | Finished
 )
 """Anything the write-ahead log holds."""
@@ -192,6 +203,7 @@ class Snapshot(msgspec.Struct):
     cancel_requested: bool = False
     waiting: list[WaitSpec] = msgspec.field(default_factory=list)
     state: bytes | None = None
+    held: str | None = None  # why the last runtime that loaded it could not run it
 
     @property
     def finished(self) -> bool:
@@ -210,13 +222,26 @@ def new_snapshot(record: Started) -> Snapshot:
     )
 
 
-def _event(snapshot: Snapshot, event_id: int) -> EventState:
-    # Event ids count up from 0 but may skip (a failed write burns one): search back.
+def find_event(snapshot: Snapshot, event_id: int) -> EventState:
+    """Event ``event_id`` of ``snapshot``; ``KeyError`` when it has none.
+
+    Events are kept in id order. Ids count up from 0 but may skip (a failed write
+    burns one), so the event sits at index ``event_id`` or before it: found at once
+    when none was skipped, else by binary search (replay looks up every consumed
+    event, so a scan would make it quadratic in the history).
+    """
     events = snapshot.events
-    for index in range(min(event_id, len(events) - 1), -1, -1):
-        if events[index].id == event_id:
-            return events[index]
+    end = min(event_id + 1, len(events))
+    if end > 0 and events[end - 1].id == event_id:
+        return events[end - 1]
+    index = bisect.bisect_left(events, event_id, 0, end, key=_event_id)
+    if index < end and events[index].id == event_id:
+        return events[index]
     raise KeyError(event_id)
+
+
+def _event_id(event: EventState) -> int:
+    return event.id
 
 
 def apply(snapshot: Snapshot, record: Record) -> None:
@@ -231,7 +256,7 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             snapshot.history.append(record)
             snapshot.updated_at = record.at
             if record.event is not None:
-                event = _event(snapshot, record.event)
+                event = find_event(snapshot, record.event)
                 event.consumed_at = record.at
                 event.consumed_by = record.seq
             if record.kind == "step":
@@ -253,11 +278,11 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             snapshot.events.append(state)
             snapshot.updated_at = record.sent_at
         case EventHandled():
-            _event(snapshot, record.id).consumed_at = record.at
+            find_event(snapshot, record.id).consumed_at = record.at
             snapshot.history.append(record)
             snapshot.updated_at = record.at
         case EventReturned():
-            event = _event(snapshot, record.id)
+            event = find_event(snapshot, record.id)
             event.consumed_at = None
             event.consumed_by = None
         case CancelRequested():
@@ -270,7 +295,10 @@ def apply(snapshot: Snapshot, record: Record) -> None:
         case Waiting():
             snapshot.waiting = record.waits
             snapshot.state = record.state
+        case Held():
+            snapshot.held = record.detail
         case Finished():
+            snapshot.held = None
             snapshot.waiting = []
             snapshot.status = record.status
             snapshot.result = record.result

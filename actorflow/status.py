@@ -87,7 +87,12 @@ def events_of(snapshot: Snapshot) -> list[EventRecord]:
 def status_of(
     snapshot: Snapshot, actor: Actor | None = None, *, with_events: bool = True
 ) -> Status:
-    """The :class:`Status` of an instance, live from its actor when it has one."""
+    """The :class:`Status` of an instance, live from its actor when it has one.
+
+    A held instance (its actor's ``held`` is set, or, seen from the store, its stored
+    ``held``) shows the stored view: the waits it was parked on when its code last
+    ran, and in ``detail`` why it does not run now.
+    """
     waits = [
         Wait(w.kind, w.name, w.token, _maybe(w.deadline))  # type: ignore[arg-type]
         for w in snapshot.waiting
@@ -96,10 +101,11 @@ def status_of(
     state = snapshot.status
     if state == "running" and waits and len(waits) == len(snapshot.waiting):
         state = "waiting"
-    detail = None
+    detail = None if snapshot.finished else snapshot.held
     if actor is not None:
-        state = actor.status
         detail = actor.detail
+    if actor is not None and actor.held is None:  # runs here (or replays after a failed write)
+        state = actor.status
         waits = [
             Wait(c.kind, c.name if c.kind != "timer" else None, c.token, _maybe(c.deadline))  # type: ignore[arg-type]
             for c in actor.open_waits()
