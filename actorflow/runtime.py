@@ -459,6 +459,7 @@ class Runtime:
                     value = self._inbox_payload("the payload", request.payload)
                     await self._resolve(request.token, value, request.error, accepted)
                 case CancelRequest():
+                    check_name(request.instance, "an instance ID")
                     await self._cancel(request.instance, accepted)
                 case NotifyRequest():
                     await self.notify(*request.topics)
