@@ -5,7 +5,13 @@ A writer inserts a request row into the database's ``inbox`` table with plain
 notices new rows (it watches ``PRAGMA data_version``), applies each request
 exactly once and marks the row ``accepted`` or ``rejected`` with the reason, in
 the same transaction as the records the request produced. Requests wait in the
-table while no runtime runs and are applied at the next open.
+table while no runtime runs and are applied, in order, before the next ``open()``
+returns.
+
+Each row is judged alone: one that is not a request (NULL, too large, not UTF-8, not
+JSON, the wrong shape) is rejected with its reason and the rows after it go on. A
+payload is measured before it is decoded, and a resolve's token is checked before its
+payload is even measured. Reasons name types and sizes, never a row's content.
 """
 
 from __future__ import annotations

@@ -412,7 +412,11 @@ class Runtime:
         # so a request is seen within ~100 ms without scanning the table.
         delay = INBOX_POLL_MIN
         while self._state == "open":
-            found, retry = await self._apply_inbox(everything=retry)
+            try:
+                found, retry = await self._apply_inbox(everything=retry)
+            except Exception:  # a bug must not stop the inbox for good: log, try again
+                _log.exception("inbox.failed")
+                found, retry = False, True
             delay = INBOX_POLL_MIN if found else min(delay * 2, INBOX_POLL_MAX)
             await asyncio.sleep(delay)
 
