@@ -3,7 +3,9 @@
 ``list`` and ``show`` read the file (never taking it over); ``send``, ``resolve``,
 ``reject``, ``cancel`` and ``notify`` put a request in the database's inbox, which the
 owning runtime applies within about 100 ms, or at its next start when none runs.
-``--wait`` blocks until the runtime accepted or rejected the request.
+When a runtime runs, a command waits briefly for its verdict and reports it (so a
+misspelt event or a payload of the wrong type fails the command); ``--wait`` waits
+until the runtime accepted or rejected the request, up to ``--timeout``.
 Errors are one line on stderr and a non-zero exit status: 1 for an error or a
 rejected request, 2 for a usage error, 3 for a request still pending after ``--wait``.
 """
@@ -42,6 +44,7 @@ from actorflow.store.lock import owner_pid
 EXIT_ERROR, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 MAX_PAYLOAD_TEXT = 1_048_576  # the runtime's default payload limit
 MAX_DEPTH = 64  # JSON nesting the CLI accepts
+BRIEF_WAIT = 2.0  # seconds a command without --wait gives a running owner to decide
 
 
 class CommandError(Exception):
@@ -329,21 +332,27 @@ def _deliver(db: Path, args: argparse.Namespace) -> int:
     _check_target(db, request)
     seq = submit(db, request)
     what = f"request #{seq} ({args.command})"
-    if not args.wait:
-        return _report(args, Receipt(seq, "pending", None), f"{what} queued")
     owner = owner_pid(db)
     if owner is None:
+        if not args.wait:
+            return _report(
+                args,
+                Receipt(seq, "pending", None),
+                f"{what} queued; it will be applied when a runtime starts on {db}",
+            )
         return _report(
             args,
             Receipt(seq, "pending", "no runtime is running on this database"),
             f"{what} queued; no runtime is running on {db}, so it will be applied when one starts",
             EXIT_PENDING,
         )
-    found = wait_for_receipt(db, seq, args.timeout)
+    found = wait_for_receipt(db, seq, args.timeout if args.wait else BRIEF_WAIT)
     if found.status == "accepted":
         return _report(args, found, f"{what} accepted by process {owner}")
     if found.status == "rejected":
         return _report(args, found, f"{what} rejected: {found.reason}", EXIT_ERROR)
+    if not args.wait:
+        return _report(args, found, f"{what} queued; process {owner} has not decided it yet")
     return _report(
         args, found, f"{what} still pending after {args.timeout:g}s (process {owner})", EXIT_PENDING
     )
@@ -390,7 +399,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose:
         configure_logging("DEBUG" if args.verbose > 1 else "INFO")
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # a reader that went away (`| head`) shows here, not at exit
+        return code
+    except BrokenPipeError:  # before OSError, its base: a closed pipe is not an error
+        _discard_stdout()
+        return 0
     except (ActorflowError, CommandError) as exc:
         _fail(str(exc))
     except sqlite3.Error as exc:
@@ -399,8 +413,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except BrokenPipeError:
-        return 0
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail
+    on the closed pipe again (as the Python docs on SIGPIPE advise)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a file (an embedding app's stream)
+        pass
 
 
 if __name__ == "__main__":

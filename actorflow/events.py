@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any, Generic, TypeVar, overload
 
@@ -18,16 +19,45 @@ MAX_NAME = 255
 def check_name(value: object, what: str) -> str:
     """Return ``value`` if it is a usable name or instance ID: 1 to 255 characters of
     valid Unicode (a lone surrogate cannot be stored as UTF-8)."""
-    if not isinstance(value, str) or not 1 <= len(value) <= MAX_NAME:
+    # The error names the value's type and length, never its content: it may be a
+    # payload or a secret pasted into the wrong place, and errors reach logs and rows.
+    if not isinstance(value, str):
         raise ActorflowError(
-            f"{what} must be a string of 1 to {MAX_NAME} characters, got {value!r}"
+            f"{what} must be a string of 1 to {MAX_NAME} characters, got {type_name(value)}"
+        )
+    if not 1 <= len(value) <= MAX_NAME:
+        raise ActorflowError(
+            f"{what} must be a string of 1 to {MAX_NAME} characters, got {len(value)}"
         )
     if not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError:
-            raise ActorflowError(f"{what} must be valid Unicode text, got {value!r}") from None
+            raise ActorflowError(
+                f"{what} must be valid Unicode text, got a str with a lone surrogate"
+            ) from None
     return value
+
+
+def type_name(value: object) -> str:
+    """What to say about a value in an error: its type, never its content."""
+    return f"a value of type {type(value).__qualname__}"
+
+
+# msgspec's validation messages that may quote the value being validated: an enum or
+# literal value, a tag, an unknown field's name. Only the type's own words are kept.
+_QUOTING = re.compile(r"^(Invalid enum value|Invalid value|Object contains unknown field)\b")
+
+
+def describe_invalid(exc: msgspec.ValidationError) -> str:
+    """A msgspec validation error as text that names types and fields, never values."""
+    message, at, where = str(exc).partition(" - at ")
+    found = _QUOTING.match(message)
+    if found is not None:
+        message = found.group(1).replace("Invalid enum value", "Invalid value")
+    elif "'" in message or '"' in message:
+        message = "Invalid value"
+    return message + at + where
 
 
 def _same_type(a: Any, b: Any) -> bool:
@@ -78,15 +108,21 @@ class Event(Generic[T]):
         if self.type is None:
             if value is not None:
                 raise InvalidPayload(
-                    f"event {self.name!r} is a gate and takes no payload, got {value!r}"
+                    f"event {self.name!r} is a gate and takes no payload, got {type_name(value)}"
                 )
             return None
         try:
             value = msgspec.convert(value, self.type)
             data = codec.ENCODER.encode(value)
-        except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as exc:
+        except msgspec.ValidationError as exc:
             raise InvalidPayload(
-                f"payload for event {self.name!r} does not fit {_type_name(self.type)}: {exc}"
+                f"payload for event {self.name!r} does not fit {_type_name(self.type)}: "
+                f"{describe_invalid(exc)}"
+            ) from None
+        except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+            raise InvalidPayload(
+                f"payload for event {self.name!r} does not fit {_type_name(self.type)}: "
+                f"{_encode_problem(exc)}"
             ) from None
         if len(data) > max_bytes:
             raise InvalidPayload(
@@ -100,6 +136,14 @@ class Event(Generic[T]):
         if self._decoder is None or data is None:
             return None  # type: ignore[return-value]
         return self._decoder.decode(data)  # type: ignore[no-any-return]
+
+
+def _encode_problem(exc: Exception) -> str:
+    if isinstance(exc, UnicodeError):  # its text quotes the offending character
+        return "a string is not valid Unicode"
+    if isinstance(exc, TypeError | OverflowError):  # msgspec names a type or a range here
+        return str(exc)
+    return type(exc).__name__
 
 
 def _type_name(t: Any) -> str:

@@ -5,20 +5,35 @@ A writer inserts a request row into the database's ``inbox`` table with plain
 notices new rows (it watches ``PRAGMA data_version``), applies each request
 exactly once and marks the row ``accepted`` or ``rejected`` with the reason, in
 the same transaction as the records the request produced. Requests wait in the
-table while no runtime runs and are applied at the next open.
+table while no runtime runs and are applied, in order, before the next ``open()``
+returns.
+
+Each row is judged alone: one that is not a request (NULL, too large, not UTF-8, not
+JSON, the wrong shape) is rejected with its reason and the rows after it go on. A
+payload is measured before it is decoded, and a resolve's token is checked before its
+payload is even measured. Reasons name types and sizes, never a row's content.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import sqlite3
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
-from actorflow.errors import ActorflowError
+from actorflow.errors import ActorflowError, InvalidPayload
+from actorflow.events import describe_invalid
+from actorflow.store.base import InboxRow
 from actorflow.store.sqlite import connect_outside
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
+"""``Runtime``'s default ``max_payload_bytes``, which ``submit`` applies by default."""
+MAX_REASON = 500
+"""Characters of a rejection reason kept in the inbox row (and the log)."""
 
 
 class SendRequest(msgspec.Struct, tag="send"):
@@ -58,6 +73,90 @@ REQUEST_DECODER = msgspec.json.Decoder(Request)
 Verdict = Literal["pending", "accepted", "rejected"]
 
 
+def max_request_bytes(max_payload_bytes: int) -> int:
+    """The largest inbox row worth reading when payloads are limited to
+    ``max_payload_bytes``: a payload or error text at that limit, JSON-escaped
+    (at worst 6 bytes a character), plus room for the other fields."""
+    return 6 * max_payload_bytes + 65_536
+
+
+class BadRequest(ActorflowError):
+    """An inbox row that is not a request: rejected with this reason, never retried."""
+
+
+def parse_row(row: InboxRow, max_payload_bytes: int) -> Request:
+    """The request stored in ``row``; raises :class:`BadRequest` saying what is wrong
+    with it (NULL, too large, not UTF-8, not JSON, not a request) without quoting it."""
+    limit = max_request_bytes(max_payload_bytes)
+    if row.size is None:
+        raise BadRequest("the request is NULL; write the JSON of a request (see actorflow.inbox)")
+    if row.size > limit or row.request is None:
+        raise BadRequest(f"the request is {row.size} bytes, over the limit of {limit}")
+    try:
+        row.request.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the request is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return REQUEST_DECODER.decode(row.request)
+    except msgspec.ValidationError as exc:
+        raise BadRequest(f"the request is not a valid request: {describe_invalid(exc)}") from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the request is nested too deeply") from None
+
+
+def check_payload_size(what: str, text: str | None, max_payload_bytes: int) -> None:
+    """Raise :class:`InvalidPayload` if ``text`` (JSON of a payload, or an error text)
+    is larger than ``max_payload_bytes`` in UTF-8 — before anyone decodes it."""
+    if text is None:
+        return
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > max_payload_bytes:
+        raise InvalidPayload(
+            f"{what} is {size} bytes, over the limit of {max_payload_bytes} (max_payload_bytes)"
+        )
+
+
+def decode_payload(what: str, text: str | None) -> Any:
+    """The builtins (dicts, lists, ...) of a payload's JSON text, which the runtime
+    then validates against the event's type as it validates a value from ``rt.send``.
+
+    The standard library's parser is used because msgspec's takes seconds per MB on
+    numbers such as ``1e300`` while holding the GIL; NaN, infinities and numbers out of
+    a float's range are refused as msgspec refuses them."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise InvalidPayload(f"{what} is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or a number out of range
+        raise InvalidPayload(f"{what} is not valid JSON: {_json_error(exc)}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number is out of range")
+    return value
+
+
+def _json_error(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):  # its msg and position, never the document
+        return f"{exc.msg} (char {exc.pos})"
+    return str(exc).split(":")[0]
+
+
+def bounded_reason(reason: str) -> str:
+    """``reason`` cut to :data:`MAX_REASON` characters, for the inbox row and the log."""
+    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
+
+
 class Receipt(msgspec.Struct, frozen=True):
     """What became of an inbox request."""
 
@@ -66,13 +165,28 @@ class Receipt(msgspec.Struct, frozen=True):
     reason: str | None
 
 
-def submit(path: str | Path, request: Request) -> int:
-    """Put ``request`` in the inbox of the database at ``path``; return its sequence number."""
+def submit(
+    path: str | Path, request: Request, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> int:
+    """Put ``request`` in the inbox of the database at ``path``; return its sequence number.
+
+    A payload or error text larger than ``max_payload_bytes`` (the runtime's default
+    unless given) raises :class:`InvalidPayload` and nothing is queued.
+    """
+    if isinstance(request, SendRequest | ResolveRequest):
+        check_payload_size("the payload", request.payload, max_payload_bytes)
+        check_payload_size("the error text", request.error, max_payload_bytes)
+    row = msgspec.json.encode(request)
+    if len(row) > max_request_bytes(max_payload_bytes):
+        raise InvalidPayload(
+            f"the request is {len(row)} bytes, over the limit of "
+            f"{max_request_bytes(max_payload_bytes)}"
+        )
     conn = connect_outside(path)
     try:
         cur = conn.execute(
             "INSERT INTO inbox (created_at, request) VALUES (?, ?)",
-            (time.time(), msgspec.json.encode(request).decode()),
+            (time.time(), row.decode()),
         )
         return int(cur.lastrowid or 0)
     finally:

@@ -11,20 +11,22 @@ import uuid
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, TypeVar
 
-import msgspec
-
 from actorflow import codec
 from actorflow.actor import Actor, Call, Phase, Services
 from actorflow.clock import Clock, SystemClock
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
-from actorflow.events import Event, check_name, lookup
+from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
 from actorflow.inbox import (
-    REQUEST_DECODER,
     CancelRequest,
     NotifyRequest,
     ResolveRequest,
     SendRequest,
+    bounded_reason,
+    check_payload_size,
+    decode_payload,
+    max_request_bytes,
+    parse_row,
 )
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
@@ -42,7 +44,7 @@ from actorflow.records import (
 from actorflow.status import STATES, Status, status_of
 from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
-from actorflow.store.base import Mark
+from actorflow.store.base import InboxRow, Mark
 from actorflow.timers import TimerWheel
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
@@ -56,24 +58,6 @@ INBOX_POLL_MIN = 0.005
 INBOX_POLL_MAX = 0.05
 REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
 REPLAY_DELAY_MAX = 1.0
-
-
-def _json_payload(event: Event[Any] | None, payload: str | None) -> Any:
-    """A payload given as JSON text (from another process), decoded to the event's type
-    (to builtins when it has none, or the token's event is unknown)."""
-    if payload is None:
-        return None
-    what = "the payload" if event is None else f"payload for event {event.name!r}"
-    try:
-        if event is None or event.type is None:
-            return msgspec.json.decode(payload)
-        return msgspec.json.decode(payload, type=event.type)
-    except msgspec.ValidationError as exc:
-        raise InvalidPayload(f"{what} does not fit: {exc}") from None
-    except msgspec.DecodeError as exc:
-        raise InvalidPayload(f"{what} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise InvalidPayload(f"{what} is nested too deeply") from None
 
 
 class Runtime:
@@ -107,7 +91,9 @@ class Runtime:
         self._tokens: dict[str, str] = {}
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._lookups: dict[str, list[asyncio.Future[str | None]]] = {}
-        self._inbox_done: set[int] = set()  # applied; the store marks them in its batch
+        # Applied requests the store may still list as pending; trimmed to what each
+        # fresh read lists, so it never holds more than one read's rows.
+        self._inbox_done: set[int] = set()
         self._topics: dict[str, set[QueryWatch]] = {}
         self._work: set[asyncio.Task[Any]] = set()
         self._query_runs: set[asyncio.Task[None]] = set()
@@ -146,7 +132,10 @@ class Runtime:
             attach(self)
         for snapshot in snapshots:
             self._resume(snapshot)
-        self._spawn(self._watch_inbox())
+        # Requests queued while no runtime ran are applied, in order, before open()
+        # returns: the app's own send right after open must not overtake them.
+        _, retry = await self._apply_inbox(everything=True)
+        self._spawn(self._watch_inbox(retry))
         _log.info(
             "recovery.done",
             path=self.path,
@@ -335,21 +324,28 @@ class Runtime:
         self, token: str, value: Any, error: str | BaseException | None, marks: Sequence[Mark]
     ) -> None:
         self._check_open()
-        if not isinstance(token, str):
-            raise ActorflowError(f"an event token is a string, got {token!r}")
-        unusable = ActorflowError(
-            f"event token {token!r} is unknown, already used, or its workflow has finished"
-        )
-        actor = self._actors.get(self._tokens.get(token, ""))
-        if actor is None or actor.phase in (Phase.FINISHING, Phase.FINISHED):
-            raise unusable
+        actor = self._token_actor(token)
         made = actor.snapshot.tokens[token]
-        if actor.token_used(token):
-            raise unusable
         definition = lookup(made.name)
         payload, error_text = self._payload(definition, value, error, False)
         await actor.offer(made.name, token, payload, error_text, False, made.created_at, marks)
         _log.info("event.resolved", workflow_id=actor.id, name=made.name)
+
+    def _token_actor(self, token: str) -> Actor:
+        """The live instance that can still take ``token``; one error, naming no token,
+        for every token that cannot be used, so that it tells nothing about tokens."""
+        if not isinstance(token, str):
+            raise ActorflowError(f"an event token is a string, got {type_name(token)}")
+        actor = self._actors.get(self._tokens.get(token, ""))
+        if (
+            actor is None
+            or actor.phase in (Phase.FINISHING, Phase.FINISHED)
+            or actor.token_used(token)
+        ):
+            raise ActorflowError(
+                "this event token is unknown, already used, or its workflow has finished"
+            )
+        return actor
 
     def _payload(
         self, event: Event[Any], value: Any, error: str | BaseException | None, cancelled: bool
@@ -362,7 +358,7 @@ class Runtime:
                     f"event {event.name!r}: a failed or cancelled event carries no value"
                 )
             if error is not None and not isinstance(error, str | BaseException):
-                raise InvalidPayload(f"error= takes a str or an exception, got {error!r}")
+                raise InvalidPayload(f"error= takes a str or an exception, got {type_name(error)}")
             text = None if error is None else str(error)
             if text is not None:
                 try:
@@ -411,48 +407,63 @@ class Runtime:
             await asyncio.wait(runs)
 
     # -- the inbox: requests from other processes -------------------------------------
-    async def _watch_inbox(self) -> None:
+    async def _watch_inbox(self, retry: bool) -> None:
         # Polls one cheap PRAGMA (data_version) and backs off while nothing changes,
         # so a request is seen within ~100 ms without scanning the table.
         delay = INBOX_POLL_MIN
-        retry = False  # a request was left pending by a store failure: read them all again
         while self._state == "open":
             try:
-                requests = await self._store.inbox(everything=retry)
-                retry = False
-            except StoreError as exc:
-                _log.error("inbox.unreadable", error=str(exc))
-                requests = None
-            if requests:
-                delay = INBOX_POLL_MIN
-                for seq, text in requests:
-                    if seq not in self._inbox_done and self._state == "open":
-                        retry |= not await self._apply_request(seq, text)
-            else:
-                delay = min(delay * 2, INBOX_POLL_MAX)
+                found, retry = await self._apply_inbox(everything=retry)
+            except Exception:  # a bug must not stop the inbox for good: log, try again
+                _log.exception("inbox.failed")
+                found, retry = False, True
+            delay = INBOX_POLL_MIN if found else min(delay * 2, INBOX_POLL_MAX)
             await asyncio.sleep(delay)
 
-    async def _apply_request(self, seq: int, text: str) -> bool:
-        """Apply inbox request ``seq`` and record the verdict with its effects; ``False``
-        when a store failure left it pending, to be tried again."""
+    async def _apply_inbox(self, everything: bool) -> tuple[bool, bool]:
+        """Apply the pending inbox requests, in order, if any arrived (``everything``:
+        read all pending ones again). Returns whether there were any, and whether a
+        store failure left one pending (then read them all again next time)."""
+        try:
+            rows = await self._store.inbox(everything, max_request_bytes(self.max_payload_bytes))
+        except StoreError as exc:
+            _log.error("inbox.unreadable", error=str(exc))
+            return False, everything
+        if not rows:
+            return False, False
+        self._inbox_done.intersection_update(row.seq for row in rows)
+        retry = False
+        for row in rows:
+            if self._state != "open":
+                break
+            if row.seq not in self._inbox_done:
+                retry |= not await self._apply_request(row)
+        return True, retry
+
+    async def _apply_request(self, row: InboxRow) -> bool:
+        """Apply inbox request ``row`` and record the verdict with its effects; ``False``
+        when a store failure left it pending, to be tried again. Each row is judged
+        alone: a malformed one is rejected with its reason."""
+        seq = row.seq
         accepted: Sequence[Mark] = ((seq, "accepted", None),)
         try:
-            request = REQUEST_DECODER.decode(text)
+            request = parse_row(row, self.max_payload_bytes)
             match request:
                 case SendRequest():
-                    event = lookup(request.event)
-                    value = _json_payload(event, request.payload)
+                    event = self._inbox_event(request.event, request.instance)
+                    what = f"payload for event {event.name!r}"
+                    value = self._inbox_payload(what, request.payload)
                     await self._send(
                         request.instance, event, value, request.error, request.cancelled, accepted
                     )
                 case ResolveRequest():
-                    made = self._tokens.get(request.token)
-                    actor = self._actors.get(made or "")
-                    event_name = actor.snapshot.tokens[request.token].name if actor else None
-                    made_event = lookup(event_name) if event_name else None
-                    value = _json_payload(made_event, request.payload)
+                    # The token first: an unusable one gets the same error whatever the
+                    # payload, and no payload is decoded for it.
+                    self._token_actor(request.token)
+                    value = self._inbox_payload("the payload", request.payload)
                     await self._resolve(request.token, value, request.error, accepted)
                 case CancelRequest():
+                    check_name(request.instance, "an instance ID")
                     await self._cancel(request.instance, accepted)
                 case NotifyRequest():
                     await self.notify(*request.topics)
@@ -464,9 +475,11 @@ class Runtime:
         except Exception as exc:  # the request's fault, or a bug: rejected, saying why
             if self._state != "open":
                 return False
-            if not isinstance(exc, ActorflowError | msgspec.DecodeError | msgspec.ValidationError):
+            if isinstance(exc, ActorflowError):
+                reason = bounded_reason(str(exc) or type(exc).__name__)
+            else:  # a bug's text may quote the request: the log has the details
                 _log.exception("inbox.failed", seq=seq)
-            reason = str(exc) or type(exc).__name__
+                reason = f"the runtime failed on it ({type(exc).__name__}); see its log"
             _log.info("inbox.rejected", seq=seq, reason=reason)
             try:
                 await self._writer.append_acked([], ((seq, "rejected", reason),))
@@ -474,6 +487,32 @@ class Runtime:
                 return False
         self._inbox_done.add(seq)
         return True
+
+    def _inbox_payload(self, what: str, text: str | None) -> Any:
+        """A payload's JSON text from the inbox as builtins, refused before it is decoded
+        when over ``max_payload_bytes``; the event's type is checked as for ``send``."""
+        check_payload_size(what, text, self.max_payload_bytes)
+        return decode_payload(what, text)
+
+    def _inbox_event(self, name: str, instance_id: str) -> Event[Any]:
+        """The event named by an inbox send; an unknown name is rejected saying which
+        events by name the instance waits on, as the sender may have misspelt it."""
+        try:
+            return lookup(name)
+        except ActorflowError:
+            check_name(name, "an event name")
+        actor = self._actors.get(instance_id)
+        waits = sorted(
+            {w.name for w in actor.snapshot.waiting if w.kind == "event" and w.name and not w.token}
+            if actor is not None
+            else ()
+        )
+        text = f"no event named {name!r} is defined in the process that runs this database"
+        if actor is not None:
+            text += f"; instance {instance_id!r} waits on " + (
+                ", ".join(f"event {w!r}" for w in waits) if waits else "no event by name"
+            )
+        raise ActorflowError(text)
 
     # -- following instances ---------------------------------------------------------
     def handle(self, workflow_id: str) -> Handle[Any]:

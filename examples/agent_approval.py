@@ -110,6 +110,8 @@ async def supervise(
     """Follow the agent: print how to answer each approval it waits for, or answer it
     after ``approve_after`` seconds; return the agent's transcript."""
     result = asyncio.ensure_future(h.result())
+    # On Ctrl-C the runtime closes under it: its RuntimeClosed has nobody left to see it.
+    result.add_done_callback(lambda done: done.cancelled() or done.exception())
     announced = -1
     while not result.done():
         st = await h.status()

@@ -103,8 +103,10 @@ async def test_extra_fields_are_ignored_unless_the_struct_forbids_them(db: Path)
 
         await rt.start(take_strict, id="s")
         rows = await settled(rt, db)
-        with pytest.raises(af.InvalidPayload, match="evil"):
+        # The unknown key is part of the payload: the error says what, not which.
+        with pytest.raises(af.InvalidPayload, match="unknown field") as raised:
             await rt.send("s", strict, {"sku": "a", "qty": 1, "evil": 1})
+        assert "evil" not in str(raised.value)
         assert wal_rows(db) == rows and await events_of(rt, "s") == []
 
 

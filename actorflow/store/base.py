@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from actorflow.records import Record, Snapshot, Started, apply, new_snapshot
 
 Mark = tuple[int, str, "str | None"]
 """An inbox verdict written with a batch: (request seq, accepted|rejected, reason)."""
+
+
+class InboxRow(NamedTuple):
+    """A pending inbox request as stored, judged by the runtime alone (it may be junk)."""
+
+    seq: int
+    size: int | None
+    """Bytes of the stored request; ``None`` when the column holds NULL."""
+    request: bytes | None
+    """The request's raw bytes (JSON if well made); ``None`` when NULL or over the
+    size limit the reader gave, so an oversized row is never read into memory."""
 
 
 class Store(Protocol):
@@ -23,9 +34,13 @@ class Store(Protocol):
         requests that produced them; durable when this returns."""
         ...
 
-    async def inbox(self, everything: bool = False) -> list[tuple[int, str]] | None:
-        """Pending requests from other processes if any arrived since the last call
-        (``everything``: all pending ones, new or not)."""
+    async def inbox(
+        self, everything: bool = False, max_bytes: int | None = None
+    ) -> list[InboxRow] | None:
+        """Pending requests from other processes, oldest first, if any arrived since
+        the last call (``everything``: all pending ones, new or not); a request larger
+        than ``max_bytes`` comes without its bytes. Never fails because of a row's
+        content: each row is the runtime's to judge."""
         ...
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:

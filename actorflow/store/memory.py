@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
-from actorflow.store.base import Mark
+from actorflow.store.base import InboxRow, Mark
 
 
 class MemoryStore:
@@ -29,7 +29,9 @@ class MemoryStore:
         if records:
             self._wal.append(RECORD_ENCODER.encode(records))
 
-    async def inbox(self, everything: bool = False) -> list[tuple[int, str]] | None:
+    async def inbox(
+        self, everything: bool = False, max_bytes: int | None = None
+    ) -> list[InboxRow] | None:
         """No other process can reach an in-memory store."""
         return None
 

@@ -27,7 +27,7 @@ from actorflow.records import (
     Record,
     Snapshot,
 )
-from actorflow.store.base import Mark, fold_log
+from actorflow.store.base import InboxRow, Mark, fold_log
 from actorflow.store.files import DatabaseFile, hold, let_go
 from actorflow.store.lock import OwnerLock
 
@@ -331,19 +331,30 @@ class SQLiteStore:
             async with self.db.execute(sql + " ORDER BY created_at", params) as cur:
                 return [SNAPSHOT_DECODER.decode(blob) async for (blob,) in cur]
 
-    async def inbox(self, everything: bool = False) -> builtins.list[tuple[int, str]] | None:
+    async def inbox(
+        self, everything: bool = False, max_bytes: int | None = None
+    ) -> builtins.list[InboxRow] | None:
         """Pending inbox requests, oldest first, if another process wrote since the last
         call (``PRAGMA data_version`` of this connection moved) or ``everything``; else
-        ``None``."""
+        ``None``. Each request comes as raw bytes (``None`` if NULL or larger than
+        ``max_bytes``), so no row's content can make the read fail."""
         with self._reading():
             version = await self._scalar("PRAGMA data_version")
             if version == self._data_version and not everything:
                 return None
-            self._data_version = version
+            # As bytes, not text: one row of invalid UTF-8 (or a blob, a number) written
+            # by a raw writer must not make the whole batch unreadable. The size is asked
+            # first so that an oversized row is never copied into memory.
             async with self.db.execute(
-                "SELECT seq, request FROM inbox WHERE status = 'pending' ORDER BY seq"
+                "SELECT seq, length(CAST(request AS BLOB)) AS size,"
+                " CASE WHEN ? IS NULL OR length(CAST(request AS BLOB)) <= ?"
+                " THEN CAST(request AS BLOB) END"
+                " FROM inbox WHERE status = 'pending' ORDER BY seq",
+                (max_bytes, max_bytes),
             ) as cur:
-                return [(int(seq), str(request)) async for seq, request in cur]
+                rows = [InboxRow(int(seq), size, request) async for seq, size, request in cur]
+            self._data_version = version  # only once read: a failed read is tried again
+            return rows
 
     async def close(self) -> None:
         """Close the connection and give up ownership (idempotent)."""
