@@ -47,7 +47,7 @@ from actorflow.records import (
     WaitSpec,
     apply,
 )
-from actorflow.steps import error_info
+from actorflow.steps import error_info, same_call
 from actorflow.store.base import Mark
 
 if TYPE_CHECKING:
@@ -275,7 +275,7 @@ class Actor:
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         recorded = self._outcomes.get(seq)
-        if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
+        if recorded is not None and not same_call(recorded.kind, recorded.name, kind, name):
             self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
             return call
         self.calls[seq] = call

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from actorflow.clock import to_datetime
+from actorflow.clock import deadline_datetime, to_datetime
 from actorflow.records import Snapshot
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ def status_of(
 ) -> Status:
     """The :class:`Status` of an instance, live from its actor when it has one."""
     waits = [
-        Wait(w.kind, w.name, w.token, _maybe(w.deadline))  # type: ignore[arg-type]
+        Wait(w.kind, w.name, w.token, deadline_datetime(w.deadline))  # type: ignore[arg-type]
         for w in snapshot.waiting
         if w.kind != "step"
     ]
@@ -101,7 +101,7 @@ def status_of(
         state = actor.status
         detail = actor.detail
         waits = [
-            Wait(c.kind, c.name if c.kind != "timer" else None, c.token, _maybe(c.deadline))  # type: ignore[arg-type]
+            Wait(c.kind, c.name if c.kind != "timer" else None, c.token, deadline_datetime(c.deadline))  # type: ignore[arg-type]
             for c in actor.open_waits()
         ]
     error = None
