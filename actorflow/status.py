@@ -60,6 +60,11 @@ def _maybe(ts: float | None) -> datetime | None:
     return None if ts is None else to_datetime(ts)
 
 
+def _wait(kind: str, name: str | None, token: str | None, deadline: float | None) -> Wait:
+    """A wait as shown; a stored deadline that is no date (too far, damaged) shows as none."""
+    return Wait(kind, name, token, deadline_datetime(deadline))  # type: ignore[arg-type]
+
+
 def events_of(snapshot: Snapshot) -> list[EventRecord]:
     """The event history: every event sent, plus tokens made and not yet resolved."""
     records = []
@@ -89,9 +94,7 @@ def status_of(
 ) -> Status:
     """The :class:`Status` of an instance, live from its actor when it has one."""
     waits = [
-        Wait(w.kind, w.name, w.token, deadline_datetime(w.deadline))  # type: ignore[arg-type]
-        for w in snapshot.waiting
-        if w.kind != "step"
+        _wait(w.kind, w.name, w.token, w.deadline) for w in snapshot.waiting if w.kind != "step"
     ]
     state = snapshot.status
     if state == "running" and waits and len(waits) == len(snapshot.waiting):
@@ -101,7 +104,7 @@ def status_of(
         state = actor.status
         detail = actor.detail
         waits = [
-            Wait(c.kind, c.name if c.kind != "timer" else None, c.token, deadline_datetime(c.deadline))  # type: ignore[arg-type]
+            _wait(c.kind, None if c.kind == "timer" else c.name, c.token, c.deadline)
             for c in actor.open_waits()
         ]
     error = None

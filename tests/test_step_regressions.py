@@ -448,9 +448,7 @@ async def legacy(ctx: af.Context[None]) -> list[int]:
     return [a, b]
 
 
-async def test_a_history_written_with_old_step_names_still_replays(
-    db: Path, clock: Clock
-) -> None:
+async def test_a_history_written_with_old_step_names_still_replays(db: Path, clock: Clock) -> None:
     encode = msgspec.msgpack.encode
     store = SQLiteStore(db)
     await store.open()
