@@ -716,7 +716,7 @@ class Runtime:
             self._writer.append(
                 [AttemptFailed(actor.id, call.seq, failed, error_info(error), self.clock.now())]
             )
-            await self._pause(delay)
+            await self._pause(delay, actor, call)
             if self.closed:
                 return  # the next attempt runs at the next open
             if actor.snapshot.cancel_requested:  # cancelled meanwhile: no attempt starts
@@ -747,15 +747,22 @@ class Runtime:
         finally:
             self._busy -= 1
 
-    async def _pause(self, delay: float) -> None:
-        """Wait ``delay`` seconds between attempts (by the runtime's clock); closing ends
-        the wait early."""
+    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
+        """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
+        cancel of the instance that stops the workflow awaiting the step, ends it early."""
         pause = self._sleep(delay)
+
+        def cancelled(_: object) -> None:
+            if actor.snapshot.cancel_requested and not pause.done():
+                pause.set_result(None)
+
         self._pauses.add(pause)
+        call.future.add_done_callback(cancelled)
         try:
             await pause
         finally:
             self._pauses.discard(pause)
+            call.future.remove_done_callback(cancelled)
 
     def _sleep(self, delay: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = host_loop().create_future()

@@ -483,3 +483,48 @@ async def test_a_different_step_still_diverges(db: Path, clock: Clock) -> None:
         await clock.advance(0)
         status = await rt.handle("other").status()
         assert status.detail is not None and "subtract" in status.detail
+
+
+@af.workflow(name="stepreg.charge_later")
+async def charging_later(ctx: af.Context[None]) -> None:
+    await ctx.step(charge, retry=af.Retry(attempts=6, initial=1000.0))
+
+
+async def test_a_cancel_ends_the_wait_between_attempts(db: Path, clock: Clock) -> None:
+    charges.clear()
+    async with af.Runtime(db, clock=clock) as rt:
+        h = await rt.start(charging_later, id="later")
+        await until(lambda: len(charges) == 1)
+        await clock.advance(0)
+        await h.cancel()  # no clock advance: the step stops waiting for its next attempt
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        await until(lambda: not rt._steps)  # the step is over, with no clock advance
+        await clock.advance(5000)
+    assert charges == [1]
+
+
+retried: list[int] = []
+
+
+def fails_once() -> int:
+    retried.append(1)
+    if len(retried) == 1:
+        raise ConnectionError("once")
+    return len(retried)
+
+
+@af.workflow(name="stepreg.retry_across_close")
+async def retry_across_close(ctx: af.Context[None]) -> int:
+    return await ctx.step(fails_once, retry=af.Retry(attempts=3, initial=10.0))
+
+
+async def test_closing_between_attempts_starts_no_attempt(db: Path, clock: Clock) -> None:
+    retried.clear()
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.start(retry_across_close, id="rc")
+        await until(lambda: len(retried) == 1)
+        await clock.advance(0)
+    assert retried == [1]
+    async with af.Runtime(db, clock=clock) as rt:
+        assert await rt.handle("rc").result(timeout=5) == 2
