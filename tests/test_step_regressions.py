@@ -528,3 +528,26 @@ async def test_closing_between_attempts_starts_no_attempt(db: Path, clock: Clock
     assert retried == [1]
     async with af.Runtime(db, clock=clock) as rt:
         assert await rt.handle("rc").result(timeout=5) == 2
+
+
+async def test_cancelling_the_main_task_stores_the_step_in_flight(db: Path, clock: Clock) -> None:
+    global gate
+    gate = Gate()
+
+    async def main() -> None:
+        async with af.Runtime(db, clock=clock) as rt:
+            await rt.start(close_in_grace, id="main")
+            await asyncio.Event().wait()
+
+    task = asyncio.ensure_future(main())
+    await until(gate.started.is_set)
+    task.cancel()  # as asyncio.run does on Ctrl-C
+    await asyncio.sleep(0.02)
+    gate.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert gate.finished == 1
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.send("main", go)
+        assert await rt.handle("main").result(timeout=5) == "a:1"
+    assert gate.runs == 1
