@@ -50,7 +50,7 @@ from actorflow.records import (
     apply,
     find_event,
 )
-from actorflow.steps import error_info
+from actorflow.steps import error_info, same_call
 from actorflow.store.base import Mark
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ class Actor:
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         recorded = self._recorded(seq)
-        if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
+        if recorded is not None and not same_call(recorded.kind, recorded.name, kind, name):
             self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
             return call
         self.calls[seq] = call

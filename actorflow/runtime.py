@@ -96,8 +96,11 @@ class Runtime:
         self._inbox_done: set[int] = set()
         self._topics: dict[str, set[QueryWatch]] = {}
         self._work: set[asyncio.Task[Any]] = set()
+        self._steps: dict[asyncio.Task[None], tuple[Actor, Call]] = {}  # running, by task
+        self._pauses: set[asyncio.Future[None]] = set()  # steps' waits between attempts
         self._query_runs: set[asyncio.Task[None]] = set()
-        self._busy = 0
+        self._busy = 0  # steps running an attempt now
+        self._closer: asyncio.Task[None] | None = None
         self._frozen: set[str] = set()  # held after a failed write, to be replayed
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
@@ -159,21 +162,33 @@ class Runtime:
     async def close(self) -> None:
         """Stop: give steps in flight a short grace, write what is queued, checkpoint.
 
-        Instances are not cancelled; they resume at the next open. Pending
-        ``h.result()`` calls raise :class:`RuntimeClosed`.
+        Instances are not cancelled; they resume at the next open. No step starts once
+        closing began; a step that finishes within the grace (:data:`STEP_GRACE`) has its
+        result stored, one that does not is abandoned (logged as ``step.abandoned``) and
+        runs again at the next open. Pending ``h.result()`` calls raise
+        :class:`RuntimeClosed`. Closing finishes even when the caller is cancelled (as
+        ``asyncio.run`` does on Ctrl-C); the cancellation is raised afterwards.
         """
-        if self._state != "open":
-            self._state = "closed"
+        if self._state == "closed":
             return
-        self._state = "closing"
+        if self._closer is None:
+            if self._state != "open":
+                self._state = "closed"
+                return
+            self._state = "closing"
+            self._closer = host_loop().create_task(self._close(), name="actorflow-close")
+        closer = self._closer
+        try:
+            await asyncio.shield(closer)
+        except asyncio.CancelledError:
+            if not closer.done():  # cancelled while closing: finish first (a second cancel
+                await asyncio.wait([closer])  # gives up waiting; the closing still goes on)
+            raise
+
+    async def _close(self) -> None:
         if self._replayer is not None:
             self._replayer.cancel()
-        if self._work:
-            _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await self._settle_steps()
         if self._query_runs:  # queries only read: each wait runs its query again at reopen
             runs = list(self._query_runs)
             for run in runs:
@@ -189,6 +204,29 @@ class Runtime:
                 if not actor.done.done():
                     actor.done.set_result(None)
             await self._store.close()
+
+    async def _settle_steps(self) -> None:
+        """Let the steps running finish within the grace (their results are then written
+        before the writer closes); abandon, naming them, those that do not."""
+        for pause in self._pauses:  # between attempts: no next attempt starts now
+            if not pause.done():
+                pause.set_result(None)
+        if not self._work:
+            return
+        _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
+        for task in pending:
+            step = self._steps.get(task)
+            if step is not None:
+                actor, call = step
+                _log.warning(
+                    "step.abandoned", workflow_id=actor.id, step=call.name, seq=call.seq,
+                    grace=STEP_GRACE,
+                )  # fmt: skip
+            task.cancel()  # its result, should it come, is never stored
+        if pending:
+            # A cancelled step stops at once, unless its code swallows the cancellation:
+            # that one is left behind (logged above) rather than holding the close forever.
+            await asyncio.wait(pending, timeout=STEP_GRACE)
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -669,9 +707,20 @@ class Runtime:
         return task
 
     def _run_step(self, actor: Actor, call: Call) -> None:
-        self._spawn(self._step(actor, call))
+        if self._state != "open":
+            return  # closing: no step starts; with no result stored it runs at the next open
+        task = self._spawn(self._step(actor, call))
+        self._steps[task] = (actor, call)
+        task.add_done_callback(self._steps.pop)
 
     async def _step(self, actor: Actor, call: Call) -> None:
+        """Run a step's attempts one after another, then write its outcome.
+
+        Attempts never overlap (``attempt`` waits for a timed-out thread). None starts
+        once the runtime is closing or the instance is cancelled; the last failure is
+        then its outcome (cancelled) or nothing is written (closing: it runs again at the
+        next open, counting the attempts already failed).
+        """
         fn, args, retry, timeout = call.spec
         # A step's side effects may use what the workflow recorded before it (a token,
         # a uuid): they must be durable before the step runs.
@@ -681,49 +730,78 @@ class Runtime:
                 await barrier
             except StoreError:
                 return
+        if self.closed:
+            return
         policy = retry or NO_RETRY
         failed = actor.snapshot.attempts.get(call.seq, 0)
+        while True:
+            value, error = await self._attempt(fn, args, timeout, call.name)
+            if error is None:
+                outcome = actor.outcome(call, value=value)
+                _log.info("step.completed", workflow_id=actor.id, step=call.name)
+                break
+            failed += 1
+            if not policy.should_retry(failed, error) or actor.snapshot.cancel_requested:
+                outcome = actor.outcome(call, error=error_info(error))
+                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
+                break
+            if actor.phase is not Phase.LIVE:
+                return  # frozen or finished: its replacement runs the step again
+            delay = policy.delay(failed)
+            _log.info(
+                "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
+                delay=delay, error=repr(error),
+            )  # fmt: skip
+            self._writer.append(
+                [AttemptFailed(actor.id, call.seq, failed, error_info(error), self.clock.now())]
+            )
+            await self._pause(delay, actor, call)
+            if self.closed:
+                return  # the next attempt runs at the next open
+            if actor.snapshot.cancel_requested:  # cancelled meanwhile: no attempt starts
+                outcome = actor.outcome(call, error=error_info(error))
+                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
+                break
+        task = asyncio.current_task()
+        if actor.phase is Phase.LIVE and not (task is not None and task.cancelling()):
+            self._writer.append([outcome])  # (not for a step abandoned at close)
+
+    async def _attempt(
+        self, fn: Any, args: tuple[Any, ...], timeout: float | None, name: str
+    ) -> tuple[bytes | None, BaseException | None]:
+        """One attempt: its encoded result, or the error it failed with. A
+        ``CancelledError`` of the step's own code is a failure; the runtime cancelling
+        this task (an abandoned step, at close) is not, and propagates."""
         self._busy += 1
         try:
-            while True:
-                try:
-                    result = await attempt(fn, args, timeout)
-                    outcome = actor.outcome(
-                        call, value=codec.encode(result, f"the result of step {call.name!r}")
-                    )
-                    _log.info("step.completed", workflow_id=actor.id, step=call.name)
-                    break
-                except Exception as exc:
-                    failed += 1
-                    if not policy.should_retry(failed, exc):
-                        outcome = actor.outcome(call, error=error_info(exc))
-                        _log.info(
-                            "step.failed", workflow_id=actor.id, step=call.name, error=repr(exc)
-                        )
-                        break
-                    if actor.phase is not Phase.LIVE:
-                        return  # frozen or finished: its replacement runs the step again
-                    delay = policy.delay(failed)
-                    _log.info(
-                        "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
-                        delay=delay, error=repr(exc),
-                    )  # fmt: skip
-                    self._writer.append(
-                        [
-                            AttemptFailed(
-                                actor.id, call.seq, failed, error_info(exc), self.clock.now()
-                            )
-                        ]
-                    )
-                    self._busy -= 1
-                    try:
-                        await self._sleep(delay)
-                    finally:
-                        self._busy += 1
+            result = await attempt(fn, args, timeout)
+            return codec.encode(result, f"the result of step {name!r}"), None
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return None, exc
+        except Exception as exc:
+            return None, exc
         finally:
             self._busy -= 1
-        if actor.phase is Phase.LIVE and not self.closed:
-            self._writer.append([outcome])
+
+    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
+        """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
+        cancel of the instance that stops the workflow awaiting the step, ends it early."""
+        pause = self._sleep(delay)
+
+        def cancelled(_: object) -> None:
+            if actor.snapshot.cancel_requested and not pause.done():
+                pause.set_result(None)
+
+        self._pauses.add(pause)
+        call.future.add_done_callback(cancelled)
+        try:
+            await pause
+        finally:
+            self._pauses.discard(pause)
+            call.future.remove_done_callback(cancelled)
 
     def _sleep(self, delay: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = host_loop().create_future()
@@ -732,10 +810,13 @@ class Runtime:
             if not future.done():
                 future.set_result(None)
 
-        self._timers.schedule(self.clock.now() + delay, wake)
+        timer = self._timers.schedule(self.clock.now() + delay, wake)
+        future.add_done_callback(lambda _: timer.cancel())
         return future
 
     def _run_query(self, actor: Actor, call: Call) -> None:
+        if self._state != "open":
+            return  # closing: the wait runs its query again at the next open
         call.watch = QueryWatch(actor, call, self._topics, self._query_runs)
         call.watch.trigger()
 
