@@ -231,7 +231,6 @@ class Runtime:
             id = uuid.uuid4().hex  # random: cannot exist yet
         else:
             check_name(id, "an instance ID")
-        encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
         while (pending := self._starting.get(id)) is not None:
             await asyncio.wait([pending])
         claim: asyncio.Future[None] = host_loop().create_future()
@@ -245,6 +244,7 @@ class Runtime:
                         f"not {wf.name!r}; pick another id"
                     )
                 return Handle(self, id, wf.name)
+            encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
             await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
             return Handle(self, id, wf.name)
         finally:
