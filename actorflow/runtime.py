@@ -529,23 +529,22 @@ class Runtime:
     async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
         actor = self._actors.get(workflow_id)
-        if actor is None:
-            if await self._lookup(workflow_id) is None:
-                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-        elif (pending := self._cancelling.get(workflow_id)) is not None:
-            # Being written: a second CancelRequested would interrupt the cleanup that the
-            # first one starts. This cancel is that one; it returns when that is durable.
-            if marks:
-                await self._writer.append_acked([], marks)
-            await asyncio.shield(pending)
-            return
-        elif not (
-            actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested
-        ):
-            await asyncio.shield(self._request_cancel(workflow_id, marks))
-            return
-        if marks:
+        if actor is None and await self._lookup(workflow_id) is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        # A cancel while another is being written is that one: a second CancelRequested
+        # would interrupt the cleanup the first one starts.
+        pending = self._cancelling.get(workflow_id)
+        if pending is None and actor is not None and self._cancellable(actor):
+            pending, marks = self._request_cancel(workflow_id, marks), ()
+        if marks:  # nothing (more) to write for the instance: only the inbox verdict
             await self._writer.append_acked([], marks)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    @staticmethod
+    def _cancellable(actor: Actor) -> bool:
+        finished = actor.phase in (Phase.FINISHING, Phase.FINISHED)
+        return not finished and not actor.snapshot.cancel_requested
 
     def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
         """Write the instance's one CancelRequested; cancels until it is committed share it."""
