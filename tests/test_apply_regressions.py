@@ -108,6 +108,26 @@ async def test_a_start_that_fails_to_apply_does_not_lose_its_batch_in_memory(
         assert {s.id for s in await rt.list()} == {"bad", "good"}
 
 
+async def test_an_instance_that_fails_to_resume_at_open_is_held_and_the_rest_run(
+    db: Path, clock: Clock
+) -> None:
+    global state_broken
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.start(fragile, id="bad")
+        await rt.start(healthy, 6, id="good")
+    state_broken = True
+    try:
+        async with af.Runtime(db, clock=clock) as rt:
+            assert "state store unavailable" in ((await rt.handle("bad").status()).detail or "")
+            await rt.send("good", go)
+            assert await rt.handle("good").result(timeout=1) == 6
+            await rt.send("bad", go)  # stored for when it runs again
+    finally:
+        state_broken = False
+    async with af.Runtime(db, clock=clock) as rt:
+        assert await rt.handle("bad").result(timeout=1) == "fragile done"
+
+
 @pytest.fixture
 def cancel_breaks_on_bad(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """Applying a cancel to instance ``bad`` raises, as a bug in applying would."""
