@@ -50,7 +50,7 @@ from actorflow.records import (
     apply,
     find_event,
 )
-from actorflow.steps import error_info
+from actorflow.steps import error_info, same_call
 from actorflow.store.base import Mark
 
 if TYPE_CHECKING:
@@ -141,7 +141,7 @@ class Actor:
         self.detail: str | None = None
         self.held: ActorflowError | None = None
         self.loop = InstanceLoop(self.id)  # type: ignore[abstract]
-        self.state: Any = definition.new_state() if definition is not None else None
+        self.state: Any = None  # built by start(), where a failure holds the instance
         self.next_seq = 0
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
@@ -178,6 +178,7 @@ class Actor:
                 "the instance waits, untouched, for a runtime that defines it"
             )
             return
+        self.state = definition.new_state()
         try:
             args = definition.decode_args(self.snapshot.args)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -290,7 +291,7 @@ class Actor:
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         recorded = self._recorded(seq)
-        if recorded is not None and (recorded.kind, recorded.name) != (kind, name):
+        if recorded is not None and not same_call(recorded.kind, recorded.name, kind, name):
             self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
             return call
         self.calls[seq] = call
@@ -532,6 +533,17 @@ class Actor:
             case Finished():
                 self.phase = Phase.FINISHED
                 self.services.on_finished(self)
+
+    def apply_failed(self, what: str, error: Exception) -> None:
+        """Applying ``what`` (committed) to this instance raised: hold it, saying why in
+        ``detail``. What was committed stays folded into the snapshot, so it is
+        checkpointed, and a runtime whose code applies it resumes the instance by replay."""
+        if self.phase in (Phase.HELD, Phase.FINISHED):
+            return
+        self._hold(
+            f"applying {what} failed ({type(error).__name__}: {error}); what was committed "
+            "is stored, and the instance resumes by replay at an open once the code is fixed"
+        )
 
     def _written(self, name: str) -> None:
         left = self._unwritten.get(name, 0) - 1

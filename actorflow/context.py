@@ -4,6 +4,7 @@ outcome is read back from the journal on replay, so no side effect runs twice.""
 from __future__ import annotations
 
 import asyncio
+import math
 import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,9 +12,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 from actorflow import codec
-from actorflow.clock import from_datetime, seconds, to_datetime
+from actorflow.clock import deadline, from_datetime, seconds, to_datetime
 from actorflow.events import Event, EventRef, new_token
-from actorflow.steps import Retry
+from actorflow.steps import Retry, call_name
 
 if TYPE_CHECKING:
     from actorflow.actor import Actor, Call
@@ -77,11 +78,14 @@ class Context(Generic[S]):
     ) -> asyncio.Future[Any]:
         """Run ``fn(*args)`` once and store its result (or final error, raised here as
         :class:`StepFailed`); on replay the stored outcome is returned without running it.
-        ``timeout`` bounds each attempt (real time); ``retry`` says how failures are retried.
+        ``timeout`` bounds each attempt (real time; ``math.inf``: none); ``retry`` says how
+        failures are retried. ``name`` defaults to ``fn``'s module and qualified name (a
+        ``functools.partial``'s function's); an ``fn`` without one needs ``name=``.
         """
-        step_name = name or getattr(fn, "__qualname__", None) or repr(fn)
+        step_name = name or call_name(fn, "step")
+        limit = _finite(seconds(timeout, "timeout"))
         call = self._actor.open_call("step", step_name, codec.decoder(codec.return_type(fn)))
-        call.spec = (fn, args, retry, seconds(timeout, "timeout"))
+        call.spec = (fn, args, retry, limit)
         self._actor.start_call(call)
         return call.future
 
@@ -129,15 +133,18 @@ class Context(Generic[S]):
         on: tuple[str, ...] | list[str] | str = (),
         every: float | timedelta | None = None,
         timeout: float | timedelta | None = None,
+        name: str | None = None,
     ) -> asyncio.Future[T]:
         """Pause until ``query(*args)`` returns a truthy value, and return it. The query
         runs now, whenever ``rt.notify`` names one of the ``on`` topics, and every
-        ``every``; errors it raises are logged and it is tried again on the next trigger."""
-        name = getattr(query, "__qualname__", None) or repr(query)
-        call = self._wait("query", name, timeout)
+        ``every``; errors it raises are logged and it is tried again on the next trigger.
+        ``name`` defaults to ``query``'s module and qualified name (as for ``step``)."""
+        query_name = name or call_name(query, "query")
+        period = _finite(seconds(every, "every"))
+        call = self._wait("query", query_name, timeout)
         call.decoder = codec.decoder(codec.return_type(query))
         topics = (on,) if isinstance(on, str) else tuple(on)
-        call.spec = (query, args, topics, seconds(every, "every"))
+        call.spec = (query, args, topics, period)
         self._actor.start_call(call)
         return call.future
 
@@ -151,9 +158,9 @@ class Context(Generic[S]):
         """A durable timer: resume at the aware datetime ``when``."""
         return self._timer(self._deadline(None, from_datetime(when, "sleep_until(when)")))
 
-    def _timer(self, deadline: tuple[int, float]) -> asyncio.Future[None]:
+    def _timer(self, when: tuple[int, float]) -> asyncio.Future[None]:
         call = self._actor.open_call("timer", "sleep")
-        call.deadline = deadline[1]
+        call.deadline = deadline(when[1])  # none (sleep forever) for inf
         self._actor.start_call(call)
         return call.future
 
@@ -161,7 +168,7 @@ class Context(Generic[S]):
         limit = seconds(timeout, "timeout")
         call = self._actor.open_call(kind, name)
         if limit is not None:
-            call.deadline = self._deadline(limit)[1]
+            call.deadline = deadline(self._deadline(limit)[1])  # none (forever) for inf
         return call
 
     def _deadline(self, delay: float | None, at: float | None = None) -> tuple[int, float]:
@@ -217,6 +224,11 @@ class Context(Generic[S]):
         value = uuid.uuid4()
         self._actor.record_value(seq, "uuid4", "uuid4", codec.ENCODER.encode(value.bytes))
         return value
+
+
+def _finite(value: float | None) -> float | None:
+    """A limit in seconds, ``None`` when there is none (``math.inf``)."""
+    return None if value is None or value == math.inf else value
 
 
 async def _cancel_losers(futures: Sequence[asyncio.Future[Any]]) -> int | None:

@@ -96,9 +96,13 @@ class Runtime:
         self._inbox_done: set[int] = set()
         self._topics: dict[str, set[QueryWatch]] = {}
         self._work: set[asyncio.Task[Any]] = set()
+        self._steps: dict[asyncio.Task[None], tuple[Actor, Call]] = {}  # running, by task
+        self._pauses: set[asyncio.Future[None]] = set()  # steps' waits between attempts
         self._query_runs: set[asyncio.Task[None]] = set()
-        self._busy = 0
+        self._busy = 0  # steps running an attempt now
+        self._closer: asyncio.Task[None] | None = None
         self._frozen: set[str] = set()  # held after a failed write, to be replayed
+        self._cancelling: dict[str, asyncio.Future[None]] = {}  # CancelRequested being written
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
@@ -154,26 +158,42 @@ class Runtime:
         self._actors[actor.id] = actor
         for token in snapshot.tokens:
             self._tokens[token] = actor.id
-        actor.start()
+        try:
+            actor.start()
+        except Exception as exc:  # registered first: held, its records still checkpointed
+            _log.exception("workflow.start_failed", workflow_id=actor.id)
+            actor.apply_failed("its stored records", exc)
 
     async def close(self) -> None:
         """Stop: give steps in flight a short grace, write what is queued, checkpoint.
 
-        Instances are not cancelled; they resume at the next open. Pending
-        ``h.result()`` calls raise :class:`RuntimeClosed`.
+        Instances are not cancelled; they resume at the next open. No step starts once
+        closing began; a step that finishes within the grace (:data:`STEP_GRACE`) has its
+        result stored, one that does not is abandoned (logged as ``step.abandoned``) and
+        runs again at the next open. Pending ``h.result()`` calls raise
+        :class:`RuntimeClosed`. Closing finishes even when the caller is cancelled (as
+        ``asyncio.run`` does on Ctrl-C); the cancellation is raised afterwards.
         """
-        if self._state != "open":
-            self._state = "closed"
+        if self._state == "closed":
             return
-        self._state = "closing"
+        if self._closer is None:
+            if self._state != "open":
+                self._state = "closed"
+                return
+            self._state = "closing"
+            self._closer = host_loop().create_task(self._close(), name="actorflow-close")
+        closer = self._closer
+        try:
+            await asyncio.shield(closer)
+        except asyncio.CancelledError:
+            if not closer.done():  # cancelled while closing: finish first (a second cancel
+                await asyncio.wait([closer])  # gives up waiting; the closing still goes on)
+            raise
+
+    async def _close(self) -> None:
         if self._replayer is not None:
             self._replayer.cancel()
-        if self._work:
-            _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        await self._settle_steps()
         if self._query_runs:  # queries only read: each wait runs its query again at reopen
             runs = list(self._query_runs)
             for run in runs:
@@ -190,6 +210,29 @@ class Runtime:
                     actor.done.set_result(None)
             await self._store.close()
 
+    async def _settle_steps(self) -> None:
+        """Let the steps running finish within the grace (their results are then written
+        before the writer closes); abandon, naming them, those that do not."""
+        for pause in self._pauses:  # between attempts: no next attempt starts now
+            if not pause.done():
+                pause.set_result(None)
+        if not self._work:
+            return
+        _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
+        for task in pending:
+            step = self._steps.get(task)
+            if step is not None:
+                actor, call = step
+                _log.warning(
+                    "step.abandoned", workflow_id=actor.id, step=call.name, seq=call.seq,
+                    grace=STEP_GRACE,
+                )  # fmt: skip
+            task.cancel()  # its result, should it come, is never stored
+        if pending:
+            # A cancelled step stops at once, unless its code swallows the cancellation:
+            # that one is left behind (logged above) rather than holding the close forever.
+            await asyncio.wait(pending, timeout=STEP_GRACE)
+
     def _check_open(self) -> None:
         if self._state != "open":
             raise RuntimeClosed(f"the runtime is {self._state}; open it with `async with`")
@@ -203,8 +246,10 @@ class Runtime:
     async def start(self, wf: Workflow[R], *args: Any, id: str | None = None) -> Handle[R]:
         """Start an instance of ``wf`` (durably) and return its handle.
 
-        Starting an existing ``id`` of the same workflow returns its handle and ignores
-        ``args``; an ``id`` of another workflow raises :class:`ActorflowError`.
+        ``args`` are converted to the workflow's parameter annotations; ones that do not
+        bind or convert raise :class:`InvalidPayload` and nothing is stored. Starting an
+        existing ``id`` of the same workflow returns its handle and ignores ``args``; an
+        ``id`` of another workflow raises :class:`ActorflowError`.
         """
         self._check_open()
         if not isinstance(wf, Workflow):
@@ -226,12 +271,7 @@ class Runtime:
                         f"not {wf.name!r}; pick another id"
                     )
                 return Handle(self, id, wf.name)
-            try:
-                encoded = [
-                    codec.encode(a, f"argument {i} of {wf.name!r}") for i, a in enumerate(args)
-                ]
-            except TypeError as exc:
-                raise InvalidPayload(str(exc)) from None
+            encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
             await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
             return Handle(self, id, wf.name)
         finally:
@@ -566,16 +606,35 @@ class Runtime:
     async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
         actor = self._actors.get(workflow_id)
-        if actor is None:
-            if await self._lookup(workflow_id) is None:
-                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-            records: list[Record] = []
-        elif actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested:
-            records = []
-        else:
-            records = [CancelRequested(workflow_id, self.clock.now())]
-        if records or marks:
-            await self._writer.append_acked(records, marks)
+        if actor is None and await self._lookup(workflow_id) is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        # A cancel while another is being written is that one: a second CancelRequested
+        # would interrupt the cleanup the first one starts.
+        pending = self._cancelling.get(workflow_id)
+        if pending is None and actor is not None and self._cancellable(actor):
+            pending, marks = self._request_cancel(workflow_id, marks), ()
+        if marks:  # nothing (more) to write for the instance: only the inbox verdict
+            await self._writer.append_acked([], marks)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    @staticmethod
+    def _cancellable(actor: Actor) -> bool:
+        finished = actor.phase in (Phase.FINISHING, Phase.FINISHED)
+        return not finished and not actor.snapshot.cancel_requested
+
+    def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
+        """Write the instance's one CancelRequested; cancels until it is committed share it."""
+        record = CancelRequested(workflow_id, self.clock.now())
+        written = self._writer.append_acked([record], marks)
+        self._cancelling[workflow_id] = written
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._cancelling.get(workflow_id) is done:
+                del self._cancelling[workflow_id]
+
+        written.add_done_callback(forget)
+        return written
 
     async def checkpoint(self) -> None:
         """Fold the log into snapshots now (it also happens on its own, and at close)."""
@@ -584,22 +643,37 @@ class Runtime:
 
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
+        # Each record is applied on its own: one that fails holds its instance (its
+        # snapshot still has the record, so the checkpoint keeps it) and the rest of the
+        # batch, other instances included, is applied as if nothing happened.
         self._replay_delay = REPLAY_DELAY_MIN
-        actors = self._actors
         dirty = self._dirty
         for record in batch:
-            wf = record.wf
-            dirty.add(wf)
-            actor = actors.get(wf)
-            if actor is not None:
-                actor.committed(record)
-                if isinstance(record, Value) and record.kind == "create_event":
-                    self._tokens[codec.decoder(str).decode(record.value)] = wf
-            elif isinstance(record, Started):
-                self._resume(new_snapshot(record))
-                _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
-            elif (snapshot := self._finished.get(wf)) is not None:
-                apply(snapshot, record)
+            dirty.add(record.wf)
+            try:
+                self._apply(record)
+            except Exception as exc:
+                self._apply_failed(record, exc)
+
+    def _apply(self, record: Record) -> None:
+        wf = record.wf
+        actor = self._actors.get(wf)
+        if actor is not None:
+            actor.committed(record)
+            if isinstance(record, Value) and record.kind == "create_event":
+                self._tokens[codec.decoder(str).decode(record.value)] = wf
+        elif isinstance(record, Started):
+            self._resume(new_snapshot(record))
+            _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
+        elif (snapshot := self._finished.get(wf)) is not None:
+            apply(snapshot, record)
+
+    def _apply_failed(self, record: Record, error: Exception) -> None:
+        what = f"a committed {type(record).__name__} record"
+        _log.exception("workflow.apply_failed", workflow_id=record.wf, record=what)
+        actor = self._actors.get(record.wf)
+        if actor is not None:
+            actor.apply_failed(what, error)
 
     def _write_failed(self, batch: builtins.list[Record], error: StoreError) -> None:
         _log.error("store.write_failed", error=str(error), records=len(batch))
@@ -669,9 +743,20 @@ class Runtime:
         return task
 
     def _run_step(self, actor: Actor, call: Call) -> None:
-        self._spawn(self._step(actor, call))
+        if self._state != "open":
+            return  # closing: no step starts; with no result stored it runs at the next open
+        task = self._spawn(self._step(actor, call))
+        self._steps[task] = (actor, call)
+        task.add_done_callback(self._steps.pop)
 
     async def _step(self, actor: Actor, call: Call) -> None:
+        """Run a step's attempts one after another, then write its outcome.
+
+        Attempts never overlap (``attempt`` waits for a timed-out thread). None starts
+        once the runtime is closing or the instance is cancelled; the last failure is
+        then its outcome (cancelled) or nothing is written (closing: it runs again at the
+        next open, counting the attempts already failed).
+        """
         fn, args, retry, timeout = call.spec
         # A step's side effects may use what the workflow recorded before it (a token,
         # a uuid): they must be durable before the step runs.
@@ -681,49 +766,78 @@ class Runtime:
                 await barrier
             except StoreError:
                 return
+        if self.closed:
+            return
         policy = retry or NO_RETRY
         failed = actor.snapshot.attempts.get(call.seq, 0)
+        while True:
+            value, error = await self._attempt(fn, args, timeout, call.name)
+            if error is None:
+                outcome = actor.outcome(call, value=value)
+                _log.info("step.completed", workflow_id=actor.id, step=call.name)
+                break
+            failed += 1
+            if not policy.should_retry(failed, error) or actor.snapshot.cancel_requested:
+                outcome = actor.outcome(call, error=error_info(error))
+                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
+                break
+            if actor.phase is not Phase.LIVE:
+                return  # frozen or finished: its replacement runs the step again
+            delay = policy.delay(failed)
+            _log.info(
+                "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
+                delay=delay, error=repr(error),
+            )  # fmt: skip
+            self._writer.append(
+                [AttemptFailed(actor.id, call.seq, failed, error_info(error), self.clock.now())]
+            )
+            await self._pause(delay, actor, call)
+            if self.closed:
+                return  # the next attempt runs at the next open
+            if actor.snapshot.cancel_requested:  # cancelled meanwhile: no attempt starts
+                outcome = actor.outcome(call, error=error_info(error))
+                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
+                break
+        task = asyncio.current_task()
+        if actor.phase is Phase.LIVE and not (task is not None and task.cancelling()):
+            self._writer.append([outcome])  # (not for a step abandoned at close)
+
+    async def _attempt(
+        self, fn: Any, args: tuple[Any, ...], timeout: float | None, name: str
+    ) -> tuple[bytes | None, BaseException | None]:
+        """One attempt: its encoded result, or the error it failed with. A
+        ``CancelledError`` of the step's own code is a failure; the runtime cancelling
+        this task (an abandoned step, at close) is not, and propagates."""
         self._busy += 1
         try:
-            while True:
-                try:
-                    result = await attempt(fn, args, timeout)
-                    outcome = actor.outcome(
-                        call, value=codec.encode(result, f"the result of step {call.name!r}")
-                    )
-                    _log.info("step.completed", workflow_id=actor.id, step=call.name)
-                    break
-                except Exception as exc:
-                    failed += 1
-                    if not policy.should_retry(failed, exc):
-                        outcome = actor.outcome(call, error=error_info(exc))
-                        _log.info(
-                            "step.failed", workflow_id=actor.id, step=call.name, error=repr(exc)
-                        )
-                        break
-                    if actor.phase is not Phase.LIVE:
-                        return  # frozen or finished: its replacement runs the step again
-                    delay = policy.delay(failed)
-                    _log.info(
-                        "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
-                        delay=delay, error=repr(exc),
-                    )  # fmt: skip
-                    self._writer.append(
-                        [
-                            AttemptFailed(
-                                actor.id, call.seq, failed, error_info(exc), self.clock.now()
-                            )
-                        ]
-                    )
-                    self._busy -= 1
-                    try:
-                        await self._sleep(delay)
-                    finally:
-                        self._busy += 1
+            result = await attempt(fn, args, timeout)
+            return codec.encode(result, f"the result of step {name!r}"), None
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            return None, exc
+        except Exception as exc:
+            return None, exc
         finally:
             self._busy -= 1
-        if actor.phase is Phase.LIVE and not self.closed:
-            self._writer.append([outcome])
+
+    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
+        """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
+        cancel of the instance that stops the workflow awaiting the step, ends it early."""
+        pause = self._sleep(delay)
+
+        def cancelled(_: object) -> None:
+            if actor.snapshot.cancel_requested and not pause.done():
+                pause.set_result(None)
+
+        self._pauses.add(pause)
+        call.future.add_done_callback(cancelled)
+        try:
+            await pause
+        finally:
+            self._pauses.discard(pause)
+            call.future.remove_done_callback(cancelled)
 
     def _sleep(self, delay: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = host_loop().create_future()
@@ -732,10 +846,13 @@ class Runtime:
             if not future.done():
                 future.set_result(None)
 
-        self._timers.schedule(self.clock.now() + delay, wake)
+        timer = self._timers.schedule(self.clock.now() + delay, wake)
+        future.add_done_callback(lambda _: timer.cancel())
         return future
 
     def _run_query(self, actor: Actor, call: Call) -> None:
+        if self._state != "open":
+            return  # closing: the wait runs its query again at the next open
         call.watch = QueryWatch(actor, call, self._topics, self._query_runs)
         call.watch.trigger()
 

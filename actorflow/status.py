@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from actorflow.clock import to_datetime
+from actorflow.clock import deadline_datetime, to_datetime
 from actorflow.records import Snapshot
 
 if TYPE_CHECKING:
@@ -60,6 +60,11 @@ def _maybe(ts: float | None) -> datetime | None:
     return None if ts is None else to_datetime(ts)
 
 
+def _wait(kind: str, name: str | None, token: str | None, deadline: float | None) -> Wait:
+    """A wait as shown; a stored deadline that is no date (too far, damaged) shows as none."""
+    return Wait(kind, name, token, deadline_datetime(deadline))  # type: ignore[arg-type]
+
+
 def events_of(snapshot: Snapshot) -> list[EventRecord]:
     """The event history: every event sent, plus tokens made and not yet resolved."""
     records = []
@@ -94,9 +99,7 @@ def status_of(
     ran, and in ``detail`` why it does not run now.
     """
     waits = [
-        Wait(w.kind, w.name, w.token, _maybe(w.deadline))  # type: ignore[arg-type]
-        for w in snapshot.waiting
-        if w.kind != "step"
+        _wait(w.kind, w.name, w.token, w.deadline) for w in snapshot.waiting if w.kind != "step"
     ]
     state = snapshot.status
     if state == "running" and waits and len(waits) == len(snapshot.waiting):
@@ -107,7 +110,7 @@ def status_of(
     if actor is not None and actor.held is None:  # runs here (or replays after a failed write)
         state = actor.status
         waits = [
-            Wait(c.kind, c.name if c.kind != "timer" else None, c.token, _maybe(c.deadline))  # type: ignore[arg-type]
+            _wait(c.kind, None if c.kind == "timer" else c.name, c.token, c.deadline)
             for c in actor.open_waits()
         ]
     error = None

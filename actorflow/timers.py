@@ -181,9 +181,12 @@ class TimerWheel:
         """Run ``callback`` once the clock reaches ``when`` (epoch seconds).
 
         A deadline already past runs at the next loop iteration. After
-        :meth:`close` the timer is returned already inert.
+        :meth:`close` the timer is returned already inert, and so is one whose deadline
+        never comes (``inf``, or NaN); ``-inf`` is due now.
         """
-        if self._closed:
+        if when == -_INF:
+            when = self._clock.now()
+        if self._closed or not when < _INF:  # NaN compares false: it never comes either
             return Timer(when, None, self)
         timer = Timer(when, callback, self)
         armed_at = self._armed_at

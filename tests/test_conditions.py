@@ -347,7 +347,7 @@ async def test_wait_for_runs_at_start_and_on_notify(
         h = await rt.start(restock, "sku1", use_async)
         await clock.advance(0)
         assert calls == ["sku1"]  # once when the wait starts
-        name = (stock_async if use_async else stock).__qualname__
+        name = f"{__name__}.{(stock_async if use_async else stock).__qualname__}"
         assert (await h.status()).waiting_on == [af.Wait("query", name, None, None)]
         await rt.notify("unrelated")
         assert calls == ["sku1"]
@@ -929,7 +929,7 @@ async def test_status_lists_every_kind_of_wait_and_persists_it(db: Path, clock: 
             af.Wait("event", "cond.a", None, None),
             af.Wait("timer", None, None, at(clock, 100)),
             af.Wait("condition", "condition", None, None),
-            af.Wait("query", stock.__qualname__, None, None),
+            af.Wait("query", f"{__name__}.{stock.__qualname__}", None, None),
         ]
         st = await h.status()
         assert st.state == "waiting" and st.waiting_on == expected

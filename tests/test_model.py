@@ -167,7 +167,7 @@ class MInstance:
             if self.arg and not self.gate_open:
                 return ("event", go.name, None)
             return ("event", tok.name, self.token)
-        return ("query", read_board.__qualname__, None)
+        return ("query", f"{__name__}.{read_board.__qualname__}", None)
 
     def finish(self, state: str, at: float, result: Any = None, error: str | None = None) -> None:
         self.state, self.finished_at, self.result, self.error = state, at, result, error

@@ -239,7 +239,7 @@ async def test_steps_retry_then_fail_as_step_failed(runtime: Make) -> None:
     async with runtime() as rt:
         h = await rt.start(retrying)
         result = await h.result(timeout=5)
-        assert result == f"3 {broken.__qualname__} ValueError bad input"
+        assert result == f"3 {__name__}.{broken.__qualname__} ValueError bad input"
 
 
 async def test_results_decode_to_annotations_first_run_and_replay(runtime: Make) -> None:

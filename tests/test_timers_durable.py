@@ -439,7 +439,7 @@ async def test_wait_for_timeout(runtime: Make, clock: Clock) -> None:
         h = await rt.start(query_timeout, "k1")
         await clock.advance(0)
         assert (await h.status()).waiting_on == [
-            af.Wait("query", read_source.__qualname__, None, at(clock, 15))
+            af.Wait("query", f"{__name__}.{read_source.__qualname__}", None, at(clock, 15))
         ]
         await clock.advance(15)
         n = len(query_calls)
@@ -602,7 +602,7 @@ async def test_timer_across_kill_9(tmp_path: Path) -> None:
 
     # The same workflow in this process: the step is a closure named like the child's.
     step = _parent_mark(log)
-    step.__qualname__ = "mark"
+    step.__module__, step.__qualname__ = "__main__", "mark"
 
     @af.workflow(name="td.killed")
     async def killed(ctx: af.Context[None], delay: float) -> str:
