@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from actorflow.clock import Clock
     from actorflow.context import Context
     from actorflow.timers import Timer, TimerWheel
+    from actorflow.tracing import Tracing
     from actorflow.workflow import Workflow
     from actorflow.writer import GroupWriter
 
@@ -99,7 +100,7 @@ class Call:
 class Services:
     """What actors use from their runtime."""
 
-    __slots__ = ("clock", "on_finished", "run_query", "run_step", "timers", "writer")
+    __slots__ = ("clock", "on_finished", "run_query", "run_step", "timers", "tracing", "writer")
 
     def __init__(
         self,
@@ -109,6 +110,7 @@ class Services:
         run_step: Callable[[Actor, Call], None],
         run_query: Callable[[Actor, Call], None],
         on_finished: Callable[[Actor], None],
+        tracing: Tracing | None = None,
     ) -> None:
         self.writer = writer
         self.clock = clock
@@ -116,6 +118,7 @@ class Services:
         self.run_step = run_step
         self.run_query = run_query
         self.on_finished = on_finished
+        self.tracing = tracing  # None unless Runtime(tracing=...): the hooks check only that
 
 
 class Actor:
@@ -370,11 +373,15 @@ class Actor:
         if call.future.cancelled() and not call.bound:
             self.calls.pop(call.seq, None)
             self._unregister(call)
+            if self.services.tracing is not None:
+                self.services.tracing.wait_ended(self.id, call, None)
 
     def _activate(self, call: Call) -> None:
         if call.kind == "step":
             self.services.run_step(self, call)
             return
+        if self.services.tracing is not None:
+            self.services.tracing.wait_started(self.id, call)
         if call.deadline is not None:
             call.timer = self.services.timers.schedule(call.deadline, lambda: self._expire(call))
         if call.kind == "event":
@@ -460,6 +467,8 @@ class Actor:
                 records.append(self.outcome(call, event=event_id))
             elif token is None:
                 self._unwritten[name] = self._unwritten.get(name, 0) + 1
+        if self.services.tracing is not None:
+            self.services.tracing.event_sent(self.id, event_id, name, token is not None)
         return self.services.writer.append_acked(records, marks)
 
     def token_used(self, token: str) -> bool:
@@ -588,6 +597,8 @@ class Actor:
         call = self.calls.pop(outcome.seq, None)
         if call is None:
             return
+        if self.services.tracing is not None:
+            self.services.tracing.wait_ended(self.id, call, outcome)
         future = call.future
         if future.done():
             self._give_back(outcome)

@@ -9,6 +9,7 @@ import os
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from actorflow import codec
@@ -46,6 +47,7 @@ from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
 from actorflow.store.base import InboxRow, Mark
 from actorflow.timers import TimerWheel
+from actorflow.tracing import TracerProvider, tracer_for
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
 from actorflow.writer import GroupWriter
@@ -67,6 +69,9 @@ class Runtime:
     instance; leaving stops the actors without cancelling instances, which resume at
     the next open. ``durability="full"`` syncs every commit to disk; ``"normal"``
     survives a crash of the process. ``clock`` governs every runtime time.
+    ``tracing=True`` (extra ``actorflow[otel]``) emits OpenTelemetry spans through the
+    global tracer provider, or through the ``TracerProvider`` given instead of ``True``
+    (see :mod:`actorflow.tracing`).
     """
 
     def __init__(
@@ -77,6 +82,7 @@ class Runtime:
         clock: Clock | None = None,
         max_payload_bytes: int = 1_048_576,
         checkpoint_every: int = 50_000,
+        tracing: bool | TracerProvider = False,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
@@ -106,6 +112,7 @@ class Runtime:
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -128,7 +135,7 @@ class Runtime:
         )  # fmt: skip
         self._services = Services(
             self._writer, self.clock, self._timers, self._run_step, self._run_query,
-            self._instance_finished,
+            self._instance_finished, self._tracing,
         )  # fmt: skip
         self._state = "open"
         attach = getattr(self.clock, "attach", None)
@@ -147,8 +154,12 @@ class Runtime:
             seconds=round(time.perf_counter() - began, 4),
         )
 
-    def _resume(self, snapshot: Snapshot, replacing: Actor | None = None) -> None:
+    def _resume(
+        self, snapshot: Snapshot, replacing: Actor | None = None, resumed: bool = True
+    ) -> None:
         actor = Actor(self._services, snapshot, lookup_workflow(snapshot.workflow))
+        if self._tracing is not None:  # (a replacement goes on with the same run)
+            self._tracing.run_started(actor.id, snapshot.workflow, resumed=resumed)
         if replacing is not None:
             # Event ids of sends still being written to the old actor stay unique, and
             # callers of h.result() on the old actor follow the new one.
@@ -208,6 +219,8 @@ class Runtime:
                 actor.stop()
                 if not actor.done.done():
                     actor.done.set_result(None)
+            if self._tracing is not None:
+                self._tracing.close()
             await self._store.close()
 
     async def _settle_steps(self) -> None:
@@ -272,6 +285,8 @@ class Runtime:
                     )
                 return Handle(self, id, wf.name)
             encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
+            if self._tracing is not None:
+                self._tracing.starting(id)
             await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
             return Handle(self, id, wf.name)
         finally:
@@ -334,6 +349,9 @@ class Runtime:
         nothing stored, if it does not fit). ``error=`` makes the waiter raise
         :class:`EventFailed`; ``cancelled=True`` makes it raise :class:`EventCancelled`.
         """
+        if self._tracing is not None:
+            sending = partial(self._send, workflow_id, event, value, error, cancelled, ())
+            return await self._tracing.send(workflow_id, event, sending)
         await self._send(workflow_id, event, value, error, cancelled, ())
 
     async def _send(
@@ -354,10 +372,18 @@ class Runtime:
 
     async def resolve(self, event_id: str, value: Any = None) -> None:
         """Deliver the pre-created event whose token is ``event_id`` (single use)."""
+        if self._tracing is not None:
+            return await self._tracing.send(
+                None, None, partial(self._resolve, event_id, value, None, ())
+            )
         await self._resolve(event_id, value, None, ())
 
     async def reject(self, event_id: str, error: str | BaseException) -> None:
         """Fail the pre-created event ``event_id``: its waiter raises :class:`EventFailed`."""
+        if self._tracing is not None:
+            return await self._tracing.send(
+                None, None, partial(self._resolve, event_id, None, error, ())
+            )
         await self._resolve(event_id, None, error, ())
 
     async def _resolve(
@@ -663,7 +689,7 @@ class Runtime:
             if isinstance(record, Value) and record.kind == "create_event":
                 self._tokens[codec.decoder(str).decode(record.value)] = wf
         elif isinstance(record, Started):
-            self._resume(new_snapshot(record))
+            self._resume(new_snapshot(record), resumed=False)
             _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
         elif (snapshot := self._finished.get(wf)) is not None:
             apply(snapshot, record)
@@ -720,6 +746,10 @@ class Runtime:
         self._dirty.clear()
 
     def _instance_finished(self, actor: Actor) -> None:
+        if self._tracing is not None:
+            error = actor.snapshot.error
+            error_type = None if error is None else error.type
+            self._tracing.run_ended(actor.id, actor.snapshot.status, error_type)
         actor.release()
         self._actors.pop(actor.id, None)
         self._finished[actor.id] = actor.snapshot
@@ -745,7 +775,10 @@ class Runtime:
     def _run_step(self, actor: Actor, call: Call) -> None:
         if self._state != "open":
             return  # closing: no step starts; with no result stored it runs at the next open
-        task = self._spawn(self._step(actor, call))
+        running = self._step(actor, call)
+        if self._tracing is not None:
+            running = self._tracing.step(actor, call, running)
+        task = self._spawn(running)
         self._steps[task] = (actor, call)
         task.add_done_callback(self._steps.pop)
 
@@ -791,6 +824,8 @@ class Runtime:
             self._writer.append(
                 [AttemptFailed(actor.id, call.seq, failed, error_info(error), self.clock.now())]
             )
+            if self._tracing is not None:
+                self._tracing.attempt_failed(failed, error)
             await self._pause(delay, actor, call)
             if self.closed:
                 return  # the next attempt runs at the next open
@@ -798,6 +833,8 @@ class Runtime:
                 outcome = actor.outcome(call, error=error_info(error))
                 _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
                 break
+        if self._tracing is not None:
+            self._tracing.step_ended(failed, outcome)
         task = asyncio.current_task()
         if actor.phase is Phase.LIVE and not (task is not None and task.cancelling()):
             self._writer.append([outcome])  # (not for a step abandoned at close)
