@@ -13,7 +13,7 @@ Spans (names, then what they carry; never a payload, a token or an error's text)
   failed before a restart); each failed attempt that is retried adds an
   ``attempt.failed`` event; a final failure sets ``error.type`` and ERROR.
 - ``wait <kind> <name>``: a child of the run, one per wait the workflow parks on here
-  (``event``, ``timer``, ``condition``, ``query``). ``actorflow.wait.ended`` says how
+  (``event``, ``condition``, ``query``; a sleep is ``wait timer``). ``actorflow.wait.ended`` says how
   it ended: ``event``, ``timeout``, ``fired``, ``met``, ``value``, ``error``,
   ``cancelled`` or ``closed``. A wait that takes an event links to that event's
   ``send`` span.

@@ -325,6 +325,10 @@ async def test_waits_say_how_they_ended(
             ("wait event tr.answer", "cancelled"),
         ]
     )
+    # The loser of ctx.first ends when it is cancelled, before the next wait begins.
+    loser = traced.one("wait event tr.poke")
+    last = max(traced.named("wait event tr.answer"), key=lambda s: s.start_time or 0)
+    assert loser.end_time <= last.start_time  # type: ignore[operator]
     run = traced.one("workflow.run tr.ends")
     assert attrs(run)["actorflow.status"] == "cancelled"
 

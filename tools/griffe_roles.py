@@ -38,6 +38,18 @@ def _exists(path: str) -> bool:
     return False
 
 
+# Rendered by a page besides the names in actorflow.__all__ (see docs/tracing.md).
+_ALSO_DOCUMENTED = frozenset({"actorflow.tracing", "actorflow.tracing.TracerProvider"})
+
+
+def _documented(path: str) -> bool:
+    """Whether the site renders ``path``: a public name or a member of one."""
+    if path in _ALSO_DOCUMENTED:
+        return True
+    parts = path.split(".")
+    return len(parts) >= 2 and parts[0] == "actorflow" and parts[1] in actorflow.__all__
+
+
 def _public_paths() -> set[str]:
     """Canonical paths of the names in ``actorflow.__all__`` (where they are defined)."""
     paths = set()
@@ -73,6 +85,8 @@ class SphinxRoles(griffe.Extension):
             if self._is_public(obj):
                 _log.warning("%s: the docstring refers to %r, which does not exist", obj.path, name)
             return f"`{shown}`"
+        if not _documented(target):
+            return f"`{shown}`"  # internal (a constant, a private class): no page shows it
         return f"[`{shown}`][{target}]"
 
     def _resolve(self, obj: griffe.Object, name: str) -> str | None:
