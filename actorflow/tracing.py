@@ -13,10 +13,10 @@ Spans (names, then what they carry; never a payload, a token or an error's text)
   failed before a restart); each failed attempt that is retried adds an
   ``attempt.failed`` event; a final failure sets ``error.type`` and ERROR.
 - ``wait <kind> <name>``: a child of the run, one per wait the workflow parks on here
-  (``event``, ``condition``, ``query``; a sleep is ``wait timer``). ``actorflow.wait.ended`` says how
-  it ended: ``event``, ``timeout``, ``fired``, ``met``, ``value``, ``error``,
-  ``cancelled`` or ``closed``. A wait that takes an event links to that event's
-  ``send`` span.
+  (``event``, ``condition``, ``query``; a sleep is ``wait timer``).
+  ``actorflow.wait.ended`` says how it ended: ``event``, ``timeout``, ``fired``,
+  ``met``, ``value``, ``error``, ``cancelled`` or ``closed``. A wait that takes an
+  event links to that event's ``send`` span.
 - ``send <event>``: made by ``rt.send``, ``rt.resolve`` and ``rt.reject`` in the
   caller's current span, ending once the event is durable; linked to the run of the
   instance it is sent to. ERROR (with ``error.type``) when the send is refused.

@@ -392,16 +392,20 @@ def _names(spans: Sequence[ReadableSpan]) -> list[str]:
     return sorted(s.name for s in spans)
 
 
-async def test_true_uses_the_global_provider_and_off_emits_nothing(runtime: Make) -> None:
+async def test_true_uses_the_global_provider_and_off_emits_nothing(
+    runtime: Make, clock: af.testing.ManualClock
+) -> None:
     exporter = _global_exporter()
     async with runtime() as rt:  # tracing off (the default)
         h = await rt.start(order_flow, "o-5")
         await rt.send(h.id, answer, {"ok": True})
+        await clock.settle()  # parked on its timer
     assert exporter.get_finished_spans() == ()
 
     async with runtime(tracing=True) as rt:  # (on SQLite, it resumes the first one too)
         h = await rt.start(order_flow, "o-6", id="global-6")
         await rt.send(h.id, answer, {"ok": True})
+        await clock.settle()  # parked on its timer, which the close ends
     spans = exporter.get_finished_spans()
     assert _names([s for s in spans if attrs(s).get("actorflow.workflow_id") == "global-6"]) == [
         "send tr.answer",
