@@ -107,9 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("topics", nargs="+", metavar="TOPIC")
     _wait_options(p)
 
-    command(
-        "demo", "run a self-contained approval flow across a restart (on --db FILE if given)"
-    )
+    command("demo", "run a self-contained approval flow across a restart (on --db FILE if given)")
     return parser
 
 
