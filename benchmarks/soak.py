@@ -47,9 +47,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -186,6 +188,13 @@ class Violations(list[str]):
         self.append(what)
 
 
+def kind_of(violation: str) -> str:
+    """A violation without its instance, numbers and stacks: what kind of thing broke."""
+    first_line = violation.split("\n", 1)[0]
+    text = re.sub(r"^r\d+-\d+: ", "", first_line)
+    return re.sub(r"\b[0-9a-f]{16}\b|\b\d+\b", "N", text)
+
+
 def read_log(path: Path, start: int = 0) -> list[list[str]]:
     """The lines of a side file (from byte ``start`` on), each split into its words."""
     if not path.exists():
@@ -283,10 +292,18 @@ class Checker:
         self.violations = Violations()
         self.stored_steps: dict[tuple[str, int], str] = {}
         self.checks = 0
+        self.check_seconds = 0.0
 
     def check_file(self) -> dict[str, Snapshot]:
         """After a kill: fold a copy read-only, compare with recovery, check invariants."""
         self.checks += 1
+        began = time.perf_counter()
+        try:
+            return self._check_file()
+        finally:
+            self.check_seconds += time.perf_counter() - began
+
+    def _check_file(self) -> dict[str, Snapshot]:
         with tempfile.TemporaryDirectory() as tmp:
             folded = fold_read_only(copy_db(self.db, Path(tmp) / "a"))
             store_view = recovered(copy_db(self.db, Path(tmp) / "b"), list(folded))
@@ -459,9 +476,11 @@ def close_gracefully(
     try:
         _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGUSR1)  # faulthandler: every thread's stack, to stderr
+        time.sleep(1)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        violations.add(f"graceful close did not end within {timeout:g} s")
+        _, err = proc.communicate()
+        violations.add(f"graceful close did not end within {timeout:g} s; stacks:\n{err[-6000:]}")
         return None
     if proc.returncode == -signal.SIGINT and not err:
         # SIGINT during interpreter shutdown (handlers are reset then): the round had
@@ -480,7 +499,7 @@ def soak(
     workdir: Path,
     era_rounds: int,
     close_every: int = 5,
-    close_timeout: float = 60.0,
+    close_timeout: float = 30.0,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     root = workdir
@@ -491,6 +510,7 @@ def soak(
     checker = Checker(db, workdir)
     violations: list[str] = []
     checks = acks = executions = 0
+    check_seconds = 0.0
     stops = Interruptions(kills_wanted, close_every)
     rounds = round_no = lives = reruns = 0
     began = time.perf_counter()
@@ -500,6 +520,7 @@ def soak(
             # the file and both logs) from growing with the whole run.
             violations += checker.violations
             checks += checker.checks
+            check_seconds += checker.check_seconds
             acks += len(read_log(workdir / "acks.log"))
             executions += len(read_log(workdir / "steps.log"))
             workdir = root / f"era{len(eras)}"
@@ -565,8 +586,10 @@ def soak(
         "acks": acks + len(read_log(workdir / "acks.log")),
         "step_executions": executions + len(read_log(workdir / "steps.log")),
         "seconds": round(seconds, 1),
+        "seconds_checking_files": round(check_seconds + checker.check_seconds, 1),
         "interruptions_per_minute": round(stops.done * 60 / seconds, 1) if seconds else 0.0,
         "violations": len(violations),
+        "violation_kinds": dict(Counter(kind_of(v) for v in violations).most_common()),
         "first_violations": violations[:20],
         "ok": not violations,
     }
@@ -574,7 +597,8 @@ def soak(
 
 def table(summary: dict[str, Any]) -> str:
     """The summary as a two-column Markdown table (for notes and reports)."""
-    rows = [(k, v) for k, v in summary.items() if k != "first_violations"]
+    rows = [(k, v) for k, v in summary.items() if k not in ("first_violations", "violation_kinds")]
+    rows += [(f"violations: {k}", n) for k, n in summary["violation_kinds"].items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'what':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
@@ -585,6 +609,7 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         global WORKDIR
         db, WORKDIR = sys.argv[2], Path(sys.argv[3])
+        faulthandler.register(signal.SIGUSR1)  # the parent asks where a hung close hangs
         print("BOOT", flush=True)
         try:
             # On SIGINT asyncio.run cancels child(), whose ``async with Runtime`` then
@@ -603,7 +628,7 @@ def main() -> None:
         "--close-every", type=int, default=5, help="every Nth interruption is a SIGINT (0: none)"
     )
     parser.add_argument(
-        "--close-timeout", type=float, default=60.0, help="seconds a graceful close may take"
+        "--close-timeout", type=float, default=30.0, help="seconds a graceful close may take"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", help="keep the database and logs here")
