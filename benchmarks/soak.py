@@ -499,7 +499,7 @@ def soak(
     workdir: Path,
     era_rounds: int,
     close_every: int = 5,
-    close_timeout: float = 30.0,
+    close_timeout: float = 20.0,
 ) -> dict[str, Any]:
     rng = random.Random(seed)
     root = workdir
@@ -628,7 +628,7 @@ def main() -> None:
         "--close-every", type=int, default=5, help="every Nth interruption is a SIGINT (0: none)"
     )
     parser.add_argument(
-        "--close-timeout", type=float, default=30.0, help="seconds a graceful close may take"
+        "--close-timeout", type=float, default=20.0, help="seconds a graceful close may take"
     )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", help="keep the database and logs here")
