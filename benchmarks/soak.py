@@ -487,7 +487,8 @@ def close_gracefully(
         # finished; the caller sees whether its results were written.
         return 0
     if proc.returncode not in (0, CLOSED_BY_SIGINT) or "Traceback" in err:
-        violations.add(f"graceful close failed (exit {proc.returncode}): {err[-2000:]}")
+        last = err.strip().splitlines()[-1] if err.strip() else "no output"
+        violations.add(f"graceful close failed (exit {proc.returncode}): {last}\n{err[-2000:]}")
         return None
     return proc.returncode
 
@@ -598,7 +599,7 @@ def soak(
 def table(summary: dict[str, Any]) -> str:
     """The summary as a two-column Markdown table (for notes and reports)."""
     rows = [(k, v) for k, v in summary.items() if k not in ("first_violations", "violation_kinds")]
-    rows += [(f"violations: {k}", n) for k, n in summary["violation_kinds"].items()]
+    rows += [(f"violations: {k[:80]}", n) for k, n in summary["violation_kinds"].items()]
     width = max(len(k) for k, _ in rows)
     lines = [f"| {'what':<{width}} | value |", f"|{'-' * (width + 2)}|-------|"]
     lines += [f"| {k:<{width}} | {v} |" for k, v in rows]
