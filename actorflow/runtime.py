@@ -301,11 +301,13 @@ class Runtime:
             except Exception as exc:
                 for futures in lookups.values():
                     for future in futures:
-                        future.set_exception(exc)
+                        if not future.done():  # its caller may have been cancelled
+                            future.set_exception(exc)
                 return
             for instance_id, futures in lookups.items():
                 for future in futures:
-                    future.set_result(found.get(instance_id))
+                    if not future.done():
+                        future.set_result(found.get(instance_id))
 
         self._spawn(flush())
 

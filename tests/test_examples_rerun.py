@@ -186,11 +186,6 @@ print("exited")
 """
 
 
-@pytest.mark.xfail(
-    reason="core defect in Runtime.close (runtime.py): a cancel during close() skips "
-    "writer.close() and store.close(), so aiosqlite's worker thread keeps the process alive",
-    strict=False,
-)
 def test_a_process_whose_runtime_close_is_cancelled_still_exits(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT) that lands while ``async with Runtime`` is already closing cancels
     ``close()`` midway. The contract: close returns when no step code is left and the
