@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,12 +37,8 @@ def define(name: str, first_step: object) -> af.Workflow[str]:
 
 
 @pytest.fixture(autouse=True)
-def registry() -> Iterator[None]:
-    """Leave the workflow registry as it was: these tests redefine their workflows."""
-    saved = dict(workflow_module._registry)
-    yield
-    workflow_module._registry.clear()
-    workflow_module._registry.update(saved)
+def _registry(restore_workflow_registry: None) -> None:
+    """These tests redefine their workflows."""
 
 
 def cli_out(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> str:
