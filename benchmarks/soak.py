@@ -557,10 +557,12 @@ def soak(
                           f" {round_no}, {elapsed:.0f} s", flush=True)  # fmt: skip
                 if status != 0:  # 0: the round finished before the SIGINT took effect
                     continue
-        proc.communicate(timeout=600)
+        _, err = proc.communicate(timeout=600)
         finished = proc.returncode == 0 or (proc.returncode == -signal.SIGINT and status == 0)
         if not finished or not (workdir / f"results-{round_no}.json").exists():
-            checker.violations.add(f"child failed (exit {proc.returncode}) in round {round_no}")
+            checker.violations.add(
+                f"child failed (exit {proc.returncode}) in round {round_no}:\n{(err or '')[-3000:]}"
+            )
             break
         reruns += checker.check_round(round_no, instances)["step_reruns_before_store"]
         rounds += 1
