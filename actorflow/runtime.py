@@ -316,11 +316,13 @@ class Runtime:
             except Exception as exc:
                 for futures in lookups.values():
                     for future in futures:
-                        future.set_exception(exc)
+                        if not future.done():  # its caller may have been cancelled
+                            future.set_exception(exc)
                 return
             for instance_id, futures in lookups.items():
                 for future in futures:
-                    future.set_result(found.get(instance_id))
+                    if not future.done():
+                        future.set_result(found.get(instance_id))
 
         self._spawn(flush())
 
@@ -646,8 +648,10 @@ class Runtime:
 
     @staticmethod
     def _cancellable(actor: Actor) -> bool:
-        finished = actor.phase in (Phase.FINISHING, Phase.FINISHED)
-        return not finished and not actor.snapshot.cancel_requested
+        if actor.phase in (Phase.FINISHING, Phase.FINISHED):
+            return False
+        # A held instance ends at a cancel, even one whose code had been cancelled before.
+        return not actor.snapshot.cancel_requested or actor.held is not None
 
     def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
         """Write the instance's one CancelRequested; cancels until it is committed share it."""
@@ -810,7 +814,7 @@ class Runtime:
                 _log.info("step.completed", workflow_id=actor.id, step=call.name)
                 break
             failed += 1
-            if not policy.should_retry(failed, error) or actor.snapshot.cancel_requested:
+            if not policy.should_retry(failed, error) or _abandoned(actor, call):
                 outcome = actor.outcome(call, error=error_info(error))
                 _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
                 break
@@ -829,15 +833,19 @@ class Runtime:
             await self._pause(delay, actor, call)
             if self.closed:
                 return  # the next attempt runs at the next open
-            if actor.snapshot.cancel_requested:  # cancelled meanwhile: no attempt starts
+            if _abandoned(actor, call):  # cancelled meanwhile: no attempt starts
                 outcome = actor.outcome(call, error=error_info(error))
                 _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
                 break
         if self._tracing is not None:
             self._tracing.step_ended(failed, outcome)
         task = asyncio.current_task()
-        if actor.phase is Phase.LIVE and not (task is not None and task.cancelling()):
-            self._writer.append([outcome])  # (not for a step abandoned at close)
+        if task is not None and task.cancelling():
+            return  # abandoned at close: never stored
+        # A step is not interrupted by its instance ending (cancelled while it ran): its
+        # result is still stored, beside the instance's end, while that is in memory.
+        if actor.phase in (Phase.LIVE, Phase.FINISHING) or actor.id in self._finished:
+            self._writer.append([outcome])
 
     async def _attempt(
         self, fn: Any, args: tuple[Any, ...], timeout: float | None, name: str
@@ -865,7 +873,7 @@ class Runtime:
         pause = self._sleep(delay)
 
         def cancelled(_: object) -> None:
-            if actor.snapshot.cancel_requested and not pause.done():
+            if _abandoned(actor, call) and not pause.done():
                 pause.set_result(None)
 
         self._pauses.add(pause)
@@ -900,3 +908,10 @@ class Runtime:
         return self._state != "open" or (
             self._writer.idle and self._busy == 0 and not self._query_runs
         )
+
+
+def _abandoned(actor: Actor, call: Call) -> bool:
+    """Whether the instance was cancelled and no longer awaits step ``call``: then no
+    new attempt of it starts (a cleanup step started after the cancel is awaited, and
+    retries as usual)."""
+    return actor.snapshot.cancel_requested and call.future.cancelled()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import actorflow as af
+from actorflow.reader import Reader
 from actorflow.records import CancelRequested
 from actorflow.store import MemoryStore
 
@@ -146,3 +147,81 @@ async def test_a_cancel_right_after_start_runs_the_cleanup_step(runtime: Make) -
         with pytest.raises(af.WorkflowCancelled):
             await h.result(timeout=1)
         assert executions == ["cleanup"]
+
+
+# -- retries of a cleanup step, and a step that outlives its cancelled instance ----------
+flaky_runs: list[str] = []
+
+
+def flaky_cleanup() -> str:
+    flaky_runs.append("cleanup")
+    if len(flaky_runs) < 3:
+        raise RuntimeError("not yet")
+    return "cleaned"
+
+
+@af.workflow(name="cancelreg.retrying_cleanup")
+async def retrying_cleanup(ctx: af.Context[None]) -> str:
+    try:
+        await ctx.wait_event(go)
+    except asyncio.CancelledError:
+        return await ctx.step(flaky_cleanup, retry=af.Retry(attempts=5, initial=1.0))
+    return "not cancelled"
+
+
+async def test_a_cleanup_step_started_after_the_cancel_is_retried(
+    runtime: Make, clock: Clock
+) -> None:
+    """Only attempts of a step the cancelled workflow no longer awaits stop; the cleanup
+    it runs after the cancel retries as its policy says."""
+    flaky_runs.clear()
+    async with runtime() as rt:
+        h = await rt.start(retrying_cleanup)
+        await h.cancel()
+        for _ in range(4):
+            await clock.advance(2.0)
+        assert await h.result(timeout=5) == "cleaned"
+        assert flaky_runs == ["cleanup"] * 3
+
+
+slow_started = asyncio.Event()
+slow_release: list[asyncio.Future[None]] = []
+slow_done: list[str] = []
+
+
+async def slow_step() -> str:
+    slow_started.set()
+    release: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    slow_release.append(release)
+    await release
+    slow_done.append("slow")
+    return "slow result"
+
+
+@af.workflow(name="cancelreg.cancelled_in_a_step")
+async def cancelled_in_a_step(ctx: af.Context[None]) -> str:
+    return await ctx.step(slow_step)
+
+
+async def test_a_step_running_when_its_instance_is_cancelled_stores_its_result(
+    db: Path, clock: Clock
+) -> None:
+    """A running step is not interrupted: the instance ends cancelled at the step it is
+    parked on, and the step's result is still stored (it never runs again)."""
+    slow_started.clear()
+    slow_release.clear()
+    slow_done.clear()
+    async with af.Runtime(db, clock=clock) as rt:
+        h = await rt.start(cancelled_in_a_step)
+        await slow_started.wait()
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        slow_release[0].set_result(None)
+        for _ in range(100):
+            if rt.idle and slow_done:
+                break
+            await asyncio.sleep(0.01)
+    steps = Reader(db).show(h.id).steps
+    assert [(s.name.rsplit(".", 1)[-1], s.error) for s in steps] == [("slow_step", None)]
+    assert slow_done == ["slow"]
