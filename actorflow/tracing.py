@@ -16,7 +16,7 @@ Spans (names, then what they carry; never a payload, a token or an error's text)
   (``event``, ``condition``, ``query``; a sleep is ``wait timer``).
   ``actorflow.wait.ended`` says how it ended: ``event``, ``timeout``, ``fired``,
   ``met``, ``value``, ``error``, ``cancelled`` or ``closed``. A wait that takes an
-  event links to that event's ``send`` span.
+  event links to that event's ``send`` span, and so does its run.
 - ``send <event>``: made by ``rt.send``, ``rt.resolve`` and ``rt.reject`` in the
   caller's current span, ending once the event is durable; linked to the run of the
   instance it is sent to. ERROR (with ``error.type``) when the send is refused.
@@ -246,8 +246,9 @@ class Tracing:
         elif outcome.event is not None:
             how = "event"
             sent = run.sends.pop(outcome.event, None)
-            if sent is not None:
+            if sent is not None:  # both the wait and its run name the send that fed them
                 span.add_link(sent, {"actorflow.link": "sent by"})
+                run.span.add_link(sent, {"actorflow.link": "consumed"})
         else:
             how = {"timer": "fired", "condition": "met"}.get(call.kind, "value")
         span.set_attribute("actorflow.wait.ended", how)

@@ -70,7 +70,7 @@ def parent_id(span: ReadableSpan) -> int | None:
 
 def span_id(span: ReadableSpan) -> int:
     assert span.context is not None
-    return span.context.span_id
+    return int(span.context.span_id)
 
 
 def linked_ids(span: ReadableSpan) -> list[int]:
@@ -224,6 +224,7 @@ async def test_send_in_a_request_links_to_the_consuming_wait(
     assert attrs(send) == {"actorflow.event": "tr.poke", "actorflow.workflow_id": "gate-1"}
     assert linked_ids(send) == [span_id(run)]  # to the workflow it is sent to
     assert linked_ids(wait) == [span_id(send)]  # the wait names the send that fed it
+    assert linked_ids(run) == [span_id(send)]  # and so does the workflow's run
     assert attrs(wait)["actorflow.wait.ended"] == "event"
 
 
@@ -373,7 +374,10 @@ async def test_start_in_a_span_links_the_run_to_it(runtime: Make, traced: Traced
 
     run = traced.one("workflow.run tr.order")
     assert run.parent is None
-    assert linked_ids(run) == [request.get_span_context().span_id]
+    assert linked_ids(run) == [
+        request.get_span_context().span_id,  # who started it
+        span_id(traced.one("send tr.answer")),  # what it consumed
+    ]
 
 
 def _global_exporter() -> InMemorySpanExporter:
