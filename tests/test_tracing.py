@@ -226,6 +226,8 @@ async def test_send_in_a_request_links_to_the_consuming_wait(
     assert linked_ids(wait) == [span_id(send)]  # the wait names the send that fed it
     assert linked_ids(run) == [span_id(send)]  # and so does the workflow's run
     assert attrs(wait)["actorflow.wait.ended"] == "event"
+    if send_first:  # the event waited in the mailbox: the send had ended before the wait
+        assert send.end_time <= wait.start_time  # type: ignore[operator]
 
 
 async def test_each_event_links_to_its_own_send(runtime: Make, traced: Traced) -> None:
