@@ -137,6 +137,9 @@ class UI:
         try:
             details = await self.source.show(instance)
         except ActorflowError as exc:
+            if feedback.error:  # the action failed on an instance there is no page for
+                body = f'<p class="error" role="alert">{pages.esc(feedback.error)}</p>'
+                return self._page("Refused", body, request, status_code)
             body = f'<h1>Not found</h1><p class="error">{pages.esc(exc)}</p>'
             return self._page("Not found", body, request, 404)
         body = pages.instance_page(
