@@ -13,8 +13,8 @@ import msgspec
 from playwright.async_api import Browser, async_playwright
 
 import actorflow as af
+import actorflow.ui
 from actorflow.ui import UI
-from actorflow.ui.serve import base_url, bind, server
 
 CHROMIUM = os.environ.get("ACTORFLOW_CHROMIUM", "/usr/bin/chromium")
 
@@ -90,21 +90,9 @@ async def parked(rt: af.Runtime, instance: str) -> af.Status:
 
 @contextlib.asynccontextmanager
 async def serving(ui: UI) -> AsyncIterator[str]:
-    """Serve ``ui`` with uvicorn on a free port of 127.0.0.1; yield the base URL."""
-    sock = bind("127.0.0.1", 0)
-    srv = server(ui)
-    task = asyncio.create_task(srv.serve(sockets=[sock]))
-    while not srv.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
-        yield base_url(sock)
-    finally:
-        srv.should_exit = True
-        await asyncio.wait_for(task, 10)
-        ui.changes.stop()
-        sock.close()
+    """Serve ``ui`` on a free port of 127.0.0.1 in the test's loop; yield the base URL."""
+    async with actorflow.ui.serving(ui, port=0) as link:
+        yield link.partition("/?token=")[0]
 
 
 @contextlib.asynccontextmanager

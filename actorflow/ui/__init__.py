@@ -21,7 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError("actorflow.ui needs the extra 'ui': pip install 'actorflow[ui]'") from exc
 
 from actorflow.runtime import Runtime
-from actorflow.ui.serve import bind, serve
+from actorflow.ui.serve import bind, serve, serving
 from actorflow.ui.source import FileSource, LiveSource
 from actorflow.ui.web import UI
 
@@ -40,4 +40,4 @@ def file_app(path: str, *, token: str | None = None) -> UI:
     return UI(FileSource(path), token=token)
 
 
-__all__ = ["UI", "app", "bind", "file_app", "serve"]
+__all__ = ["UI", "app", "bind", "file_app", "serve", "serving"]

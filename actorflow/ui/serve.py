@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import uvicorn
 
@@ -45,3 +48,24 @@ async def serve(ui: UI, sock: socket.socket) -> None:
         await server(ui).serve(sockets=[sock])
     finally:
         ui.changes.stop()
+
+
+@contextlib.asynccontextmanager
+async def serving(ui: UI, host: str = "127.0.0.1", port: int = 8765) -> AsyncIterator[str]:
+    """Serve ``ui`` in this event loop while the block runs; yield the link to open
+    (``port=0``: any free port). Raises :class:`OSError` if the address is taken."""
+    sock = bind(host, port)
+    srv = server(ui)
+    task = asyncio.get_running_loop().create_task(srv.serve(sockets=[sock]))
+    try:
+        while not srv.started:
+            if task.done():  # it could not start: say why
+                task.result()
+                raise OSError(f"the page's server on {host}:{port} stopped at start")
+            await asyncio.sleep(0.01)
+        yield ui.url(base_url(sock))
+    finally:
+        srv.should_exit = True
+        await task
+        ui.changes.stop()
+        sock.close()
