@@ -382,3 +382,20 @@ def test_a_typed_form_becomes_the_json_the_cli_would_send() -> None:
         "a dozen"  # kept as text: validation then says an int was expected
     )
     _ = Decision, approval
+
+
+async def test_an_in_memory_runtime_is_served_too() -> None:
+    async with af.Runtime() as rt:
+        await rt.start(agent, "x", id="agent-1")
+        await parked(rt, "agent-1")
+        ui = actorflow.ui.app(rt)
+        async with signed_in(ui) as c:
+            assert "in-memory runtime" in (await c.get("/")).text
+            page = (await c.get("/instance", params={"id": "agent-1"})).text
+            assert "waiting on event ui.approval" in page and "✔ approved" in page
+            sent = await act(
+                c, action="send", id="agent-1", event="ui.approval", typed="1",
+                **{"field.approved": "true"},
+            )  # fmt: skip
+            assert sent.status_code == 303
+        assert await rt.handle("agent-1").result(timeout=5) == "deleted"

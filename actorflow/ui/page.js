@@ -25,7 +25,7 @@
   var pending = false;
   var refreshes = 0;
   function refresh() {
-    fetch(location.href, { credentials: "same-origin", headers: { "X-Actorflow-Live": "1" } })
+    fetch(location.href, { credentials: "same-origin" })
       .then(function (response) { return response.text(); })
       .then(function (text) {
         var fresh = new DOMParser().parseFromString(text, "text/html");

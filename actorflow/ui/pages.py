@@ -364,7 +364,7 @@ def _form(key: str, target: Mapping[str, str], inner: str, root: str, feedback: 
 def _json_box(key: str, feedback: Feedback, placeholder: str = '{"field": "value"}') -> str:
     typed = feedback.payload if feedback.form == key else ""
     return (
-        f'<label>JSON payload <textarea name="payload" rows="3" spellcheck="false" '
+        f'<label>JSON payload (empty: none) <textarea name="payload" rows="3" spellcheck="false" '
         f'placeholder="{esc(placeholder)}">{esc(typed)}</textarea></label>'
     )
 
