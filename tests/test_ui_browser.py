@@ -4,7 +4,6 @@ a database file owned by another runtime, and a phone-sized screen."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 from pathlib import Path
@@ -165,4 +164,3 @@ async def test_the_page_fits_a_phone_and_a_desktop(db: Path, width: int) -> None
             await page.locator("tr.instance a").first.click()
             await expect(page.get_by_role("button", name="✔ approved")).to_be_visible()
             assert await page.evaluate(fits)
-            await asyncio.sleep(0)
