@@ -509,6 +509,8 @@ class Actor:
         """Fold a committed record into the snapshot, then react to it."""
         apply(self.snapshot, record)
         if self.phase is Phase.HELD:
+            if isinstance(record, CancelRequested) and self.held is not None:
+                self._cancel_held()
             return
         match record:
             case Outcome():
@@ -533,6 +535,14 @@ class Actor:
             case Finished():
                 self.phase = Phase.FINISHED
                 self.services.on_finished(self)
+
+    def _cancel_held(self) -> None:
+        # A held instance cannot run its code (not defined here, diverged, or failed to
+        # apply a record): a cancel ends it as it stands, running nothing.
+        self.phase = Phase.FINISHING
+        self.held = None  # h.result() now waits for the end, as for any finishing instance
+        now = self.services.clock.now()
+        self.services.writer.append([Finished(self.id, "cancelled", now)])
 
     def apply_failed(self, what: str, error: Exception) -> None:
         """Applying ``what`` (committed) to this instance raised: hold it, saying why in

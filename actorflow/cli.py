@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
 
-    command("demo", "run a self-contained approval flow across a restart")
+    command("demo", "run a self-contained approval flow across a restart (on --db FILE if given)")
     return parser
 
 
@@ -374,7 +374,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from actorflow.demo import main as demo
 
-        demo()
+        demo(args.db)  # only an explicit --db: ACTORFLOW_DB may name the app's own file
         return 0
     if args.command == "ui":
         try:

@@ -302,11 +302,13 @@ class Runtime:
             except Exception as exc:
                 for futures in lookups.values():
                     for future in futures:
-                        future.set_exception(exc)
+                        if not future.done():  # its caller may have been cancelled
+                            future.set_exception(exc)
                 return
             for instance_id, futures in lookups.items():
                 for future in futures:
-                    future.set_result(found.get(instance_id))
+                    if not future.done():
+                        future.set_result(found.get(instance_id))
 
         self._spawn(flush())
 
@@ -621,8 +623,10 @@ class Runtime:
 
     @staticmethod
     def _cancellable(actor: Actor) -> bool:
-        finished = actor.phase in (Phase.FINISHING, Phase.FINISHED)
-        return not finished and not actor.snapshot.cancel_requested
+        if actor.phase in (Phase.FINISHING, Phase.FINISHED):
+            return False
+        # A held instance ends at a cancel, even one whose code had been cancelled before.
+        return not actor.snapshot.cancel_requested or actor.held is not None
 
     def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
         """Write the instance's one CancelRequested; cancels until it is committed share it."""

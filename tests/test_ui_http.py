@@ -300,7 +300,9 @@ def _order(page: str) -> list[str]:
     return re.findall(r'<tr class="instance[^"]*" data-id="([^"]*)"', page)
 
 
-async def test_an_instance_shows_its_error_traceback_state_and_steps(db: Path) -> None:
+async def test_an_instance_shows_its_error_traceback_state_and_steps(
+    db: Path, restore_workflow_registry: None
+) -> None:
     import msgspec
 
     class Tally(msgspec.Struct):
