@@ -401,3 +401,42 @@ async def test_an_in_memory_runtime_is_served_too() -> None:
             )  # fmt: skip
             assert sent.status_code == 303
         assert await rt.handle("agent-1").result(timeout=5) == "deleted"
+
+
+def test_a_run_number_is_shown_when_the_status_has_one() -> None:
+    from actorflow.reader import Details
+    from actorflow.ui.pages import instance_page
+
+    class RunStatus(af.Status, frozen=True):  # as a store with continue-as-new reports it
+        run: int = 1
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    status = RunStatus(
+        id="r1", workflow="ui.agent", state="waiting", waiting_on=[], created_at=now,
+        updated_at=now, finished_at=None, error=None, detail=None, events=[], run=3,
+    )  # fmt: skip
+    page = instance_page(
+        Details(status, args=[], state=None, result=None, traceback=None, steps=[]),
+        lambda name: None, root="", now=now,
+    )  # fmt: skip
+    assert "<dt>Run</dt><dd>3</dd>" in page
+
+
+async def test_payload_and_form_sizes_are_limited_before_anything_is_decoded(db: Path) -> None:
+    async with af.Runtime(db, max_payload_bytes=100) as rt:
+        await rt.start(agent, "x", id="agent-1")
+        await parked(rt, "agent-1")
+        ui = actorflow.ui.app(rt)
+        big = '{"approved": true, "note": "' + "x" * 200 + '"}'
+        async with signed_in(ui) as c:
+            refused = await act(c, action="send", id="agent-1", event="ui.approval", payload=big)
+            assert _alert(refused.text) == (
+                f"the payload is {len(big)} bytes, over the limit of 100 (max_payload_bytes)"
+            )
+            huge = await c.post(
+                "/act", content=b"payload=" + b"x" * 2_300_000, headers={
+                    **SAME_ORIGIN, "content-type": "application/x-www-form-urlencoded"
+                },
+            )  # fmt: skip
+            assert huge.status_code == 413 and "over the limit" in huge.text
+        assert (await rt.handle("agent-1").status()).events == []
