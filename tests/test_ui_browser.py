@@ -164,3 +164,26 @@ async def test_the_page_fits_a_phone_and_a_desktop(db: Path, width: int) -> None
             await page.locator("tr.instance a").first.click()
             await expect(page.get_by_role("button", name="✔ approved")).to_be_visible()
             assert await page.evaluate(fits)
+
+
+async def test_a_live_update_leaves_a_form_being_filled_in_alone(db: Path) -> None:
+    async with af.Runtime(db) as rt:
+        await rt.start(agent, "x", id="agent-8")
+        await parked(rt, "agent-8")
+        ui = actorflow.ui.app(rt)
+        async with serving(ui) as base, chromium() as browser:
+            page = await browser.new_page()
+            await open_page(base, ui, page, "/instance?id=agent-8")
+            await expect(page.locator("#live")).to_have_class("live on")
+            note = page.locator('input[name="field.note"]')
+            await note.fill("only the cache, not the sources")
+
+            await rt.start(napper, id="elsewhere")  # a change: every open page refetches
+            await expect(page.locator("body")).to_have_attribute(
+                "data-refreshes", re.compile(r"\d")
+            )
+            await expect(note).to_have_value("only the cache, not the sources")
+            await page.get_by_role("button", name="✘ not approved").click()
+            assert await rt.handle("agent-8").result(timeout=10) == (
+                "denied: only the cache, not the sources"
+            )
