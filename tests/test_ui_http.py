@@ -440,3 +440,29 @@ async def test_payload_and_form_sizes_are_limited_before_anything_is_decoded(db:
             )  # fmt: skip
             assert huge.status_code == 413 and "over the limit" in huge.text
         assert (await rt.handle("agent-1").status()).events == []
+
+
+def test_a_long_list_shows_the_first_rows_and_says_so() -> None:
+    from actorflow.ui.pages import MAX_ROWS, Filters, list_page
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    statuses = [
+        af.Status(
+            id=f"i{n}",
+            workflow="w",
+            state="completed",
+            waiting_on=[],
+            created_at=now,
+            updated_at=now,
+            finished_at=now,
+            error=None,
+            detail=None,
+            events=[],
+        )  # fmt: skip
+        for n in range(MAX_ROWS + 3)
+    ]
+    page = list_page(statuses, Filters(), root="", now=now)
+    assert len(_order(page)) == MAX_ROWS
+    assert f"{MAX_ROWS + 3} instances, 0 waiting for a person; the first {MAX_ROWS} are shown" in (
+        page
+    )

@@ -23,6 +23,8 @@ from actorflow.status import STATES, Status, Wait
 from actorflow.ui.source import UNKNOWN_TYPE
 
 SIMPLE_FIELDS = (str, int, float, bool)
+MAX_ROWS = 500
+"""Instances the list shows at most (people's first); filters narrow the rest."""
 
 
 def esc(value: object) -> str:
@@ -157,10 +159,12 @@ def list_page(statuses: list[Status], filters: Filters, *, root: str, now: datet
 <fieldset><legend>State</legend>{state_options}</fieldset>
 <label>Workflow <select name="workflow">{workflow_options}</select></label>
 <button type="submit">Filter</button></form>"""
-    rows = "".join(_row(s, root=root, now=now) for s in shown)
+    rows = "".join(_row(s, root=root, now=now) for s in shown[:MAX_ROWS])
     waiting = sum(1 for s in shown if waits_for_person(s))
     plural = "s" if len(shown) != 1 else ""
     summary = f"{len(shown)} instance{plural}, {waiting} waiting for a person"
+    if len(shown) > MAX_ROWS:  # a page a browser can still draw; filters narrow it
+        summary += f"; the first {MAX_ROWS} are shown"
     table = (
         f"""<table class="instances"><thead><tr><th>Instance</th><th>Workflow</th><th>State</th>
 <th>Waiting on</th><th>Deadline</th><th>Age</th></tr></thead><tbody>{rows}</tbody></table>"""
