@@ -458,7 +458,7 @@ def test_a_long_list_shows_the_first_rows_and_says_so() -> None:
             error=None,
             detail=None,
             events=[],
-        )  # fmt: skip
+        )
         for n in range(MAX_ROWS + 3)
     ]
     page = list_page(statuses, Filters(), root="", now=now)
