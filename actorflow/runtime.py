@@ -112,6 +112,7 @@ class Runtime:
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._change = asyncio.Event()  # set, then replaced, after each commit: changed()
         self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
     # -- lifecycle -------------------------------------------------------------------
@@ -671,6 +672,11 @@ class Runtime:
         self._check_open()
         await self._writer.checkpoint()
 
+    async def changed(self) -> None:
+        """Return after the next commit of records of any instance: a seam for code that
+        follows the runtime, such as the web page of ``actorflow.ui``."""
+        await self._change.wait()
+
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
         # Each record is applied on its own: one that fails holds its instance (its
@@ -684,6 +690,8 @@ class Runtime:
                 self._apply(record)
             except Exception as exc:
                 self._apply_failed(record, exc)
+        self._change.set()
+        self._change = asyncio.Event()
 
     def _apply(self, record: Record) -> None:
         wf = record.wf
