@@ -66,7 +66,16 @@ class NotifyRequest(msgspec.Struct, tag="notify"):
     topics: list[str]
 
 
-Request = SendRequest | ResolveRequest | CancelRequest | NotifyRequest
+class PurgeRequest(msgspec.Struct, tag="purge"):
+    """``rt.purge(older_than, status=statuses)``: delete finished instances (and, without
+    ``statuses``, decided requests) older than ``older_than`` seconds by the runtime's
+    clock. Accepted with a reason that says how many were deleted."""
+
+    older_than: float
+    statuses: list[str] | None = None
+
+
+Request = SendRequest | ResolveRequest | CancelRequest | NotifyRequest | PurgeRequest
 """Anything the inbox carries."""
 
 REQUEST_DECODER = msgspec.json.Decoder(Request)

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import math
 import os
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from actorflow import codec
 from actorflow.actor import Actor, Call, Phase, Services
-from actorflow.clock import Clock, SystemClock
+from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
+    PurgeRequest,
     ResolveRequest,
     SendRequest,
     bounded_reason,
@@ -40,6 +43,14 @@ from actorflow.records import (
     Value,
     apply,
     new_snapshot,
+)
+from actorflow.retention import (
+    FINISHED_STATES,
+    Purged,
+    Retention,
+    purge,
+    purge_statuses,
+    retention_seconds,
 )
 from actorflow.status import STATES, Status, status_of
 from actorflow.steps import NO_RETRY, attempt, error_info
@@ -67,6 +78,8 @@ class Runtime:
     instance; leaving stops the actors without cancelling instances, which resume at
     the next open. ``durability="full"`` syncs every commit to disk; ``"normal"``
     survives a crash of the process. ``clock`` governs every runtime time.
+    ``retention`` (a ``timedelta`` or seconds; ``None`` keeps forever): finished
+    instances and decided inbox requests older than that are deleted in the background.
     """
 
     def __init__(
@@ -77,13 +90,18 @@ class Runtime:
         clock: Clock | None = None,
         max_payload_bytes: int = 1_048_576,
         checkpoint_every: int = 50_000,
+        retention: float | timedelta | None = None,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
         self.path = None if path is None else os.fspath(path)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
-        self._store: Store = MemoryStore() if path is None else SQLiteStore(path, durability)
+        self.retention = retention_seconds(retention)
+        self._store: Store = (
+            MemoryStore() if path is None else SQLiteStore(path, durability, self.clock.now)
+        )
+        self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
         self._actors: dict[str, Actor] = {}
         self._finished: dict[str, Snapshot] = {}  # ended since the last checkpoint
@@ -139,6 +157,12 @@ class Runtime:
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)
         self._spawn(self._watch_inbox(retry))
+        if self.retention is not None:
+            self._retention = Retention(
+                self.retention, self.clock, self._timers.schedule, self._purge_before,
+                self._store.oldest_done,
+            )  # fmt: skip
+            self._retention.start()
         _log.info(
             "recovery.done",
             path=self.path,
@@ -188,6 +212,8 @@ class Runtime:
     async def _close(self) -> None:
         if self._replayer is not None:
             self._replayer.cancel()
+        if self._retention is not None:
+            await self._retention.stop()
         await self._settle_steps()
         if self._query_runs:  # queries only read: each wait runs its query again at reopen
             runs = list(self._query_runs)
@@ -506,6 +532,9 @@ class Runtime:
                 case NotifyRequest():
                     await self.notify(*request.topics)
                     await self._writer.append_acked([], accepted)
+                case PurgeRequest():
+                    summary = await self._purge_request(request)
+                    await self._writer.append_acked([], ((seq, "accepted", summary),))
             _log.info("inbox.accepted", seq=seq)
         except (StoreError, RuntimeClosed) as exc:  # not the request's fault: it stays
             _log.warning("inbox.deferred", seq=seq, error=str(exc))
@@ -525,6 +554,18 @@ class Runtime:
                 return False
         self._inbox_done.add(seq)
         return True
+
+    async def _purge_request(self, request: PurgeRequest) -> str:
+        """Apply a purge from the inbox; the verdict says what it deleted."""
+        try:
+            statuses = purge_statuses(request.statuses)
+            if not (request.older_than >= 0 and math.isfinite(request.older_than)):
+                raise ValueError(f"older_than must be 0 or more seconds, got {request.older_than}")
+        except ValueError as exc:
+            raise ActorflowError(str(exc)) from None
+        before = self.clock.now() - request.older_than
+        purged = await self._purge_before(before, statuses, request.statuses is None)
+        return f"purged {purged.instances} finished instances and {purged.requests} inbox requests"
 
     def _inbox_payload(self, what: str, text: str | None) -> Any:
         """A payload's JSON text from the inbox as builtins, refused before it is decoded
@@ -619,6 +660,32 @@ class Runtime:
         """Fold the log into snapshots now (it also happens on its own, and at close)."""
         self._check_open()
         await self._writer.checkpoint()
+
+    async def purge(
+        self, older_than: float | timedelta, *, status: str | Collection[str] | None = None
+    ) -> int:
+        """Delete the finished instances that finished more than ``older_than`` ago (by
+        the runtime's clock) and return how many; without ``status`` also the inbox
+        requests decided that long ago. ``status`` (``"completed"``, ``"failed"``,
+        ``"cancelled"`` or a collection of them) limits which instances; unfinished
+        ones are never deleted (``ValueError`` if named). A deleted instance is unknown
+        from then on: its status raises :class:`ActorflowError`, its ID starts anew.
+        """
+        self._check_open()
+        age = seconds(older_than, "older_than")
+        if age is None or math.isnan(age) or age < 0:
+            raise ValueError(f"older_than must be a duration of 0 or more, got {older_than!r}")
+        statuses = purge_statuses(status)
+        purged = await self._purge_before(self.clock.now() - age, statuses, status is None)
+        return purged.instances
+
+    async def _purge_before(
+        self, before: float, statuses: Collection[str] = FINISHED_STATES, requests: bool = True
+    ) -> Purged:
+        purged = await purge(self._store, self._writer.checkpoint, before, statuses, requests)
+        if purged.instances or purged.requests:
+            _log.info("store.purged", instances=purged.instances, requests=purged.requests)
+        return purged
 
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
@@ -825,5 +892,8 @@ class Runtime:
     def idle(self) -> bool:
         """Nothing being written, no step or query running."""
         return self._state != "open" or (
-            self._writer.idle and self._busy == 0 and not self._query_runs
+            self._writer.idle
+            and self._busy == 0
+            and not self._query_runs
+            and not (self._retention is not None and self._retention.busy)
         )
