@@ -26,10 +26,11 @@ from actorflow.store import Store
 FINISHED_STATES = frozenset({"completed", "failed", "cancelled"})
 BATCH = 500
 """Rows deleted per transaction: each one holds the file's write lock only briefly."""
-MIN_GAP = 1.0
-MAX_GAP = 600.0
-"""Bounds, in clock seconds, of the pause between two background passes: 1% of the
-retention period, so a busy runtime is not purging all the time."""
+MIN_GAP = 0.01
+MAX_GAP = 1.0
+"""Bounds, in clock seconds, of the pause between two background passes (1% of the
+retention period): where instances finish all the time, they are purged about once a
+second, not after each one."""
 
 
 class Purged(NamedTuple):
@@ -73,9 +74,9 @@ async def purge(
     statuses: Collection[str] = FINISHED_STATES,
     requests: bool = True,
 ) -> Purged:
-    """Delete finished instances with a status in ``statuses`` that finished before
-    ``before`` and (``requests``) inbox requests decided before it, ``BATCH`` rows per
-    transaction.
+    """Delete finished instances with a status in ``statuses`` that finished at or
+    before ``before`` and (``requests``) inbox requests decided by then, ``BATCH`` rows
+    per transaction.
 
     ``checkpoint`` runs first: it folds the log into snapshots, so that no finished
     instance lives only in the log or in memory, where a later checkpoint or a
@@ -99,9 +100,10 @@ async def _in_batches(delete: Callable[[], Awaitable[int]]) -> int:
 class Retention:
     """Purges, in the background, what finished more than ``keep`` seconds ago.
 
-    A pass is due when the oldest finished instance or decided request passes ``keep``
+    A pass runs when the oldest finished instance or decided request passes ``keep``
     (by ``clock``); ``schedule(when, callback)`` is the runtime's timer, so a manual
-    clock that is advanced past it runs the pass at once."""
+    clock advanced past that time runs the pass at once. With nothing finished there
+    is no pass: :meth:`noticed` tells it when something finishes."""
 
     def __init__(
         self,
@@ -118,6 +120,8 @@ class Retention:
         self._oldest = oldest
         self._gap = min(max(keep * 0.01, MIN_GAP), MAX_GAP)
         self._alarm: Cancellable | None = None
+        self._alarm_at = math.inf
+        self._noticed = math.inf  # the earliest due time noticed during a pass
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -127,29 +131,45 @@ class Retention:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        """Run a first pass now, then whenever something is due."""
+        """Run a first pass now (for what finished before the runtime opened)."""
         self._arm(self._clock.now())
+
+    def noticed(self, finished_at: float) -> None:
+        """Something finished (or was decided) at ``finished_at``: purge it when due."""
+        due = finished_at + self._keep
+        if self.busy:
+            self._noticed = min(self._noticed, due)
+        elif due < self._alarm_at:
+            self._arm(due)
 
     async def stop(self) -> None:
         """Stop for good, abandoning a pass midway (each batch is its own transaction)."""
         self._stopped = True
-        if self._alarm is not None:
-            self._alarm.cancel()
+        self._disarm()
         task = self._task
         if task is not None and not task.done():
             task.cancel()
             await asyncio.wait([task])
 
     def _arm(self, when: float) -> None:
-        if not self._stopped:
+        self._disarm()
+        if not self._stopped and when < math.inf:
+            self._alarm_at = when
             self._alarm = self._schedule(when, self._ring)
 
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.cancel()
+        self._alarm, self._alarm_at = None, math.inf
+
     def _ring(self) -> None:
+        self._alarm, self._alarm_at = None, math.inf
         if not self._stopped and not self.busy:
             self._task = host_loop().create_task(self._pass(), name="actorflow-retention")
 
     async def _pass(self) -> None:
         now = self._clock.now()
+        self._noticed = math.inf
         try:
             purged = await self._run(now - self._keep)
             oldest = await self._oldest()
@@ -159,7 +179,6 @@ class Retention:
             return
         if purged.instances or purged.requests:
             _log.info("retention.purged", instances=purged.instances, requests=purged.requests)
-        # Whatever is stored expires at oldest + keep at the earliest; whatever finishes
-        # from now on, at now + keep.
-        due = now + self._keep if oldest is None else oldest + self._keep
-        self._arm(max(due, now + self._gap))
+        # What is stored is due at oldest + keep; what finished meanwhile was noticed.
+        due = min(math.inf if oldest is None else oldest + self._keep, self._noticed)
+        self._arm(max(due, now + self._gap) if due < math.inf else due)

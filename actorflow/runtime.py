@@ -536,6 +536,7 @@ class Runtime:
                     summary = await self._purge_request(request)
                     await self._writer.append_acked([], ((seq, "accepted", summary),))
             _log.info("inbox.accepted", seq=seq)
+            self._decided()
         except (StoreError, RuntimeClosed) as exc:  # not the request's fault: it stays
             _log.warning("inbox.deferred", seq=seq, error=str(exc))
             return False
@@ -552,8 +553,14 @@ class Runtime:
                 await self._writer.append_acked([], ((seq, "rejected", reason),))
             except (StoreError, RuntimeClosed):
                 return False
+            self._decided()
         self._inbox_done.add(seq)
         return True
+
+    def _decided(self) -> None:
+        """An inbox request was just decided: retention deletes it once old."""
+        if self._retention is not None:
+            self._retention.noticed(self.clock.now())
 
     async def _purge_request(self, request: PurgeRequest) -> str:
         """Apply a purge from the inbox; the verdict says what it deleted."""
@@ -757,6 +764,8 @@ class Runtime:
         if not actor.done.done():
             actor.done.set_result(None)
         snapshot = actor.snapshot
+        if self._retention is not None:
+            self._retention.noticed(snapshot.finished_at or self.clock.now())
         error = snapshot.error
         _log.info(
             "workflow." + snapshot.status,

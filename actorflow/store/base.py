@@ -61,12 +61,12 @@ class Store(Protocol):
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
-        that finished before ``before`` (oldest first, one transaction); return how many
+        that finished at or before ``before`` (oldest first, one transaction); return how many
         were deleted. Unfinished instances are never deleted."""
         ...
 
     async def purge_inbox(self, before: float, limit: int) -> int:
-        """Delete up to ``limit`` inbox requests decided before ``before`` (oldest first,
+        """Delete up to ``limit`` inbox requests decided at or before ``before`` (oldest first,
         one transaction); return how many were deleted."""
         ...
 

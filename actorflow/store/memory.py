@@ -49,9 +49,9 @@ class MemoryStore:
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
-        that finished before ``before``, oldest first; return how many were deleted."""
+        that finished at or before ``before``, oldest first; return how many were deleted."""
         due = sorted(
-            (at, i) for i, (at, status) in self._finished.items() if at < before and status in statuses
+            (at, i) for i, (at, status) in self._finished.items() if at <= before and status in statuses
         )[:limit]
         for _, i in due:
             del self._finished[i], self._snapshots[i]

@@ -304,22 +304,22 @@ class SQLiteStore:
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
-        that finished before ``before``, oldest first; return how many were deleted."""
+        that finished at or before ``before``, oldest first; return how many were deleted."""
         wanted = [s for s in statuses if s != "running"]
         if not wanted:
             return 0
         sql = (
             "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots"
-            " WHERE status != 'running' AND updated_at < ?"
+            " INDEXED BY snapshots_finished WHERE status != 'running' AND updated_at <= ?"
             f" AND status IN ({','.join('?' * len(wanted))}) ORDER BY updated_at LIMIT ?)"
         )
         return await self._delete(sql, (before, *wanted, limit))
 
     async def purge_inbox(self, before: float, limit: int) -> int:
-        """Delete up to ``limit`` inbox requests decided before ``before``, oldest first."""
+        """Delete up to ``limit`` inbox requests decided at or before ``before``, oldest first."""
         sql = (
             "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox"
-            " WHERE decided_at IS NOT NULL AND decided_at < ? ORDER BY decided_at LIMIT ?)"
+            " WHERE decided_at IS NOT NULL AND decided_at <= ? ORDER BY decided_at LIMIT ?)"
         )
         return await self._delete(sql, (before, limit))
 
