@@ -22,7 +22,9 @@ SIDE_FILES = ("-wal", "-shm", "-journal")
 """SQLite's files beside a database, which would be applied to a new file of that name."""
 
 
-def backup(path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False) -> int:
+def backup(
+    path: str | os.PathLike[str], out: str | os.PathLike[str], *, force: bool = False
+) -> int:
     """Write a consistent copy of the actorflow database at ``path`` to ``out`` and
     return its size in bytes; a runtime may be writing ``path`` meanwhile (it is not
     paused). The copy is an ordinary actorflow database, private to its user (mode

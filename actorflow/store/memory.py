@@ -51,7 +51,9 @@ class MemoryStore:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
         that finished at or before ``before``, oldest first; return how many were deleted."""
         due = sorted(
-            (at, i) for i, (at, status) in self._finished.items() if at <= before and status in statuses
+            (at, i)
+            for i, (at, status) in self._finished.items()
+            if at <= before and status in statuses
         )[:limit]
         for _, i in due:
             del self._finished[i], self._snapshots[i]
