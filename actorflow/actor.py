@@ -141,7 +141,7 @@ class Actor:
         self.detail: str | None = None
         self.held: ActorflowError | None = None
         self.loop = InstanceLoop(self.id)  # type: ignore[abstract]
-        self.state: Any = definition.new_state() if definition is not None else None
+        self.state: Any = None  # built by start(), where a failure holds the instance
         self.next_seq = 0
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
@@ -178,6 +178,7 @@ class Actor:
                 "the instance waits, untouched, for a runtime that defines it"
             )
             return
+        self.state = definition.new_state()
         try:
             args = definition.decode_args(self.snapshot.args)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -508,6 +509,8 @@ class Actor:
         """Fold a committed record into the snapshot, then react to it."""
         apply(self.snapshot, record)
         if self.phase is Phase.HELD:
+            if isinstance(record, CancelRequested) and self.held is not None:
+                self._cancel_held()
             return
         match record:
             case Outcome():
@@ -532,6 +535,25 @@ class Actor:
             case Finished():
                 self.phase = Phase.FINISHED
                 self.services.on_finished(self)
+
+    def _cancel_held(self) -> None:
+        # A held instance cannot run its code (not defined here, diverged, or failed to
+        # apply a record): a cancel ends it as it stands, running nothing.
+        self.phase = Phase.FINISHING
+        self.held = None  # h.result() now waits for the end, as for any finishing instance
+        now = self.services.clock.now()
+        self.services.writer.append([Finished(self.id, "cancelled", now)])
+
+    def apply_failed(self, what: str, error: Exception) -> None:
+        """Applying ``what`` (committed) to this instance raised: hold it, saying why in
+        ``detail``. What was committed stays folded into the snapshot, so it is
+        checkpointed, and a runtime whose code applies it resumes the instance by replay."""
+        if self.phase in (Phase.HELD, Phase.FINISHED):
+            return
+        self._hold(
+            f"applying {what} failed ({type(error).__name__}: {error}); what was committed "
+            "is stored, and the instance resumes by replay at an open once the code is fixed"
+        )
 
     def _written(self, name: str) -> None:
         left = self._unwritten.get(name, 0) - 1

@@ -130,7 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="the copy's path (created private, mode 0600)")
     p.add_argument("--force", action="store_true", help="replace OUT if it exists")
 
-    command("demo", "run a self-contained approval flow across a restart")
+    command("demo", "run a self-contained approval flow across a restart (on --db FILE if given)")
     return parser
 
 
@@ -420,7 +420,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from actorflow.demo import main as demo
 
-        demo()
+        demo(args.db)  # only an explicit --db: ACTORFLOW_DB may name the app's own file
         return 0
     db = Path(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
     if args.command == "list":

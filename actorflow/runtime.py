@@ -120,6 +120,7 @@ class Runtime:
         self._busy = 0  # steps running an attempt now
         self._closer: asyncio.Task[None] | None = None
         self._frozen: set[str] = set()  # held after a failed write, to be replayed
+        self._cancelling: dict[str, asyncio.Future[None]] = {}  # CancelRequested being written
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
@@ -181,7 +182,11 @@ class Runtime:
         self._actors[actor.id] = actor
         for token in snapshot.tokens:
             self._tokens[token] = actor.id
-        actor.start()
+        try:
+            actor.start()
+        except Exception as exc:  # registered first: held, its records still checkpointed
+            _log.exception("workflow.start_failed", workflow_id=actor.id)
+            actor.apply_failed("its stored records", exc)
 
     async def close(self) -> None:
         """Stop: give steps in flight a short grace, write what is queued, checkpoint.
@@ -267,8 +272,10 @@ class Runtime:
     async def start(self, wf: Workflow[R], *args: Any, id: str | None = None) -> Handle[R]:
         """Start an instance of ``wf`` (durably) and return its handle.
 
-        Starting an existing ``id`` of the same workflow returns its handle and ignores
-        ``args``; an ``id`` of another workflow raises :class:`ActorflowError`.
+        ``args`` are converted to the workflow's parameter annotations; ones that do not
+        bind or convert raise :class:`InvalidPayload` and nothing is stored. Starting an
+        existing ``id`` of the same workflow returns its handle and ignores ``args``; an
+        ``id`` of another workflow raises :class:`ActorflowError`.
         """
         self._check_open()
         if not isinstance(wf, Workflow):
@@ -290,12 +297,7 @@ class Runtime:
                         f"not {wf.name!r}; pick another id"
                     )
                 return Handle(self, id, wf.name)
-            try:
-                encoded = [
-                    codec.encode(a, f"argument {i} of {wf.name!r}") for i, a in enumerate(args)
-                ]
-            except TypeError as exc:
-                raise InvalidPayload(str(exc)) from None
+            encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
             await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
             return Handle(self, id, wf.name)
         finally:
@@ -325,11 +327,13 @@ class Runtime:
             except Exception as exc:
                 for futures in lookups.values():
                     for future in futures:
-                        future.set_exception(exc)
+                        if not future.done():  # its caller may have been cancelled
+                            future.set_exception(exc)
                 return
             for instance_id, futures in lookups.items():
                 for future in futures:
-                    future.set_result(found.get(instance_id))
+                    if not future.done():
+                        future.set_result(found.get(instance_id))
 
         self._spawn(flush())
 
@@ -652,16 +656,37 @@ class Runtime:
     async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
         actor = self._actors.get(workflow_id)
-        if actor is None:
-            if await self._lookup(workflow_id) is None:
-                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-            records: list[Record] = []
-        elif actor.phase in (Phase.FINISHING, Phase.FINISHED) or actor.snapshot.cancel_requested:
-            records = []
-        else:
-            records = [CancelRequested(workflow_id, self.clock.now())]
-        if records or marks:
-            await self._writer.append_acked(records, marks)
+        if actor is None and await self._lookup(workflow_id) is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        # A cancel while another is being written is that one: a second CancelRequested
+        # would interrupt the cleanup the first one starts.
+        pending = self._cancelling.get(workflow_id)
+        if pending is None and actor is not None and self._cancellable(actor):
+            pending, marks = self._request_cancel(workflow_id, marks), ()
+        if marks:  # nothing (more) to write for the instance: only the inbox verdict
+            await self._writer.append_acked([], marks)
+        if pending is not None:
+            await asyncio.shield(pending)
+
+    @staticmethod
+    def _cancellable(actor: Actor) -> bool:
+        if actor.phase in (Phase.FINISHING, Phase.FINISHED):
+            return False
+        # A held instance ends at a cancel, even one whose code had been cancelled before.
+        return not actor.snapshot.cancel_requested or actor.held is not None
+
+    def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
+        """Write the instance's one CancelRequested; cancels until it is committed share it."""
+        record = CancelRequested(workflow_id, self.clock.now())
+        written = self._writer.append_acked([record], marks)
+        self._cancelling[workflow_id] = written
+
+        def forget(done: asyncio.Future[None]) -> None:
+            if self._cancelling.get(workflow_id) is done:
+                del self._cancelling[workflow_id]
+
+        written.add_done_callback(forget)
+        return written
 
     async def checkpoint(self) -> None:
         """Fold the log into snapshots now (it also happens on its own, and at close)."""
@@ -696,22 +721,37 @@ class Runtime:
 
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
+        # Each record is applied on its own: one that fails holds its instance (its
+        # snapshot still has the record, so the checkpoint keeps it) and the rest of the
+        # batch, other instances included, is applied as if nothing happened.
         self._replay_delay = REPLAY_DELAY_MIN
-        actors = self._actors
         dirty = self._dirty
         for record in batch:
-            wf = record.wf
-            dirty.add(wf)
-            actor = actors.get(wf)
-            if actor is not None:
-                actor.committed(record)
-                if isinstance(record, Value) and record.kind == "create_event":
-                    self._tokens[codec.decoder(str).decode(record.value)] = wf
-            elif isinstance(record, Started):
-                self._resume(new_snapshot(record))
-                _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
-            elif (snapshot := self._finished.get(wf)) is not None:
-                apply(snapshot, record)
+            dirty.add(record.wf)
+            try:
+                self._apply(record)
+            except Exception as exc:
+                self._apply_failed(record, exc)
+
+    def _apply(self, record: Record) -> None:
+        wf = record.wf
+        actor = self._actors.get(wf)
+        if actor is not None:
+            actor.committed(record)
+            if isinstance(record, Value) and record.kind == "create_event":
+                self._tokens[codec.decoder(str).decode(record.value)] = wf
+        elif isinstance(record, Started):
+            self._resume(new_snapshot(record))
+            _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
+        elif (snapshot := self._finished.get(wf)) is not None:
+            apply(snapshot, record)
+
+    def _apply_failed(self, record: Record, error: Exception) -> None:
+        what = f"a committed {type(record).__name__} record"
+        _log.exception("workflow.apply_failed", workflow_id=record.wf, record=what)
+        actor = self._actors.get(record.wf)
+        if actor is not None:
+            actor.apply_failed(what, error)
 
     def _write_failed(self, batch: builtins.list[Record], error: StoreError) -> None:
         _log.error("store.write_failed", error=str(error), records=len(batch))
@@ -817,7 +857,7 @@ class Runtime:
                 _log.info("step.completed", workflow_id=actor.id, step=call.name)
                 break
             failed += 1
-            if not policy.should_retry(failed, error) or actor.snapshot.cancel_requested:
+            if not policy.should_retry(failed, error) or _abandoned(actor, call):
                 outcome = actor.outcome(call, error=error_info(error))
                 _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
                 break
@@ -834,13 +874,17 @@ class Runtime:
             await self._pause(delay, actor, call)
             if self.closed:
                 return  # the next attempt runs at the next open
-            if actor.snapshot.cancel_requested:  # cancelled meanwhile: no attempt starts
+            if _abandoned(actor, call):  # cancelled meanwhile: no attempt starts
                 outcome = actor.outcome(call, error=error_info(error))
                 _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
                 break
         task = asyncio.current_task()
-        if actor.phase is Phase.LIVE and not (task is not None and task.cancelling()):
-            self._writer.append([outcome])  # (not for a step abandoned at close)
+        if task is not None and task.cancelling():
+            return  # abandoned at close: never stored
+        # A step is not interrupted by its instance ending (cancelled while it ran): its
+        # result is still stored, beside the instance's end, while that is in memory.
+        if actor.phase in (Phase.LIVE, Phase.FINISHING) or actor.id in self._finished:
+            self._writer.append([outcome])
 
     async def _attempt(
         self, fn: Any, args: tuple[Any, ...], timeout: float | None, name: str
@@ -868,7 +912,7 @@ class Runtime:
         pause = self._sleep(delay)
 
         def cancelled(_: object) -> None:
-            if actor.snapshot.cancel_requested and not pause.done():
+            if _abandoned(actor, call) and not pause.done():
                 pause.set_result(None)
 
         self._pauses.add(pause)
@@ -906,3 +950,10 @@ class Runtime:
             and not self._query_runs
             and not (self._retention is not None and self._retention.busy)
         )
+
+
+def _abandoned(actor: Actor, call: Call) -> bool:
+    """Whether the instance was cancelled and no longer awaits step ``call``: then no
+    new attempt of it starts (a cleanup step started after the cancel is awaited, and
+    retries as usual)."""
+    return actor.snapshot.cancel_requested and call.future.cancelled()

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
 from actorflow import codec
-from actorflow.errors import ActorflowError
+from actorflow.errors import ActorflowError, InvalidPayload
 from actorflow.events import Event, check_name
 
 if TYPE_CHECKING:
@@ -22,12 +24,17 @@ Handler = Callable[[Any, Any], None]
 _registry: dict[str, Workflow[Any]] = {}
 
 
+class InvalidStateType(ActorflowError, TypeError):
+    """A ``state=`` type that cannot be built with no arguments (also a ``TypeError``)."""
+
+
 class Workflow(Generic[R]):
     """A registered workflow: an ``async def (ctx, *args)`` plus its state type and handlers."""
 
     def __init__(self, fn: Callable[..., Awaitable[R]], name: str, state: type[Any] | None) -> None:
         self.fn = fn
         self.name = check_name(name, "a workflow name")
+        _check_state_type(self.name, state)
         self.state_type = state
         self.handlers: dict[str, tuple[Event[Any], Handler]] = {}
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
@@ -73,14 +80,75 @@ class Workflow(Generic[R]):
         """One decoder per positional parameter after ``ctx``."""
         return [codec.decoder(t) for t in codec.parameter_types(self.fn)]
 
+    @functools.cached_property
+    def signature(self) -> inspect.Signature:
+        """The workflow function's signature (``ctx`` first)."""
+        return inspect.signature(self.fn)
+
+    @functools.cached_property
+    def rest_type(self) -> Any:
+        """The declared type of arguments past the positional parameters (``*args: T``)."""
+        rest = [p for p in self.signature.parameters.values() if p.kind is p.VAR_POSITIONAL]
+        if not rest:
+            return Any
+        try:
+            return typing.get_type_hints(self.fn).get(rest[0].name, Any)
+        except Exception:  # an annotation that does not resolve: builtins, as elsewhere
+            return Any
+
+    def encode_args(self, args: Sequence[Any]) -> list[bytes]:
+        """``args`` converted to the parameter annotations and encoded, as ``rt.start``
+        stores them. Raises :class:`InvalidPayload` when they do not bind to the
+        parameters or do not convert (errors name types, never the values)."""
+        try:
+            self.signature.bind(None, *args)  # None stands for the context
+        except TypeError as exc:
+            raise InvalidPayload(
+                f"arguments for workflow {self.name!r} do not fit its parameters: {exc}"
+            ) from None
+        types = codec.parameter_types(self.fn)
+        return [
+            _encode_arg(self.name, i, arg, types[i] if i < len(types) else self.rest_type)
+            for i, arg in enumerate(args)
+        ]
+
     def decode_args(self, args: list[bytes]) -> list[Any]:
         """Arguments as the workflow function receives them."""
         decoders = self.arg_decoders
-        any_decoder = codec.decoder(Any)
+        rest_decoder = codec.decoder(self.rest_type)
         return [
-            (decoders[i] if i < len(decoders) else any_decoder).decode(a)
+            (decoders[i] if i < len(decoders) else rest_decoder).decode(a)
             for i, a in enumerate(args)
         ]
+
+
+def _check_state_type(workflow: str, state: type[Any] | None) -> None:
+    # Checked at definition: a state built only when an instance starts would fail
+    # there, after its start was stored.
+    if state is None:
+        return
+    try:
+        state()
+    except Exception as exc:
+        raise InvalidStateType(
+            f"workflow {workflow!r}: state type {_type_name(state)} cannot be built with no "
+            f"arguments ({type(exc).__name__}: {exc}); give every field a default"
+        ) from None
+
+
+def _encode_arg(workflow: str, index: int, arg: Any, target: Any) -> bytes:
+    what = f"argument {index} of workflow {workflow!r}"
+    try:
+        value = arg if target is Any else msgspec.convert(arg, target)
+        return codec.encode(value, what)
+    except (msgspec.ValidationError, TypeError, ValueError, OverflowError) as exc:
+        raise InvalidPayload(
+            f"{what} ({type(arg).__name__}) does not fit {_type_name(target)}: {exc}"
+        ) from None
+
+
+def _type_name(target: Any) -> str:
+    return target.__qualname__ if isinstance(target, type) else repr(target)
 
 
 def _identity(fn: Callable[..., Any]) -> str:

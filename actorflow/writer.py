@@ -21,7 +21,9 @@ class GroupWriter:
     they are committed. After each commit ``on_commit(batch)`` runs, then the futures
     are released, so a caller that was acknowledged sees the effect already applied.
     A failed write calls ``on_failure(batch, error)`` and fails the batch's futures
-    with :class:`StoreError`; nothing of that batch counts as written.
+    with :class:`StoreError`; nothing of that batch counts as written. ``on_commit``
+    should not raise; if it does anyway, the log is no longer checkpointed (the
+    checkpoint would delete records memory may lack), so the next open folds it.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class GroupWriter:
         self._writing = False
         self._inflight: asyncio.Future[None] | None = None
         self._closed = False
+        self._keep_log = False  # an on_commit raised: memory may lack committed records
         self._task = host_loop().create_task(self._run(), name="actorflow-writer")
 
     @property
@@ -133,8 +136,9 @@ class GroupWriter:
         self._since_checkpoint += len(batch)
         try:
             self._on_commit(batch)
-        except Exception:  # a bug in applying must not stop every later commit
-            _log.exception("writer.apply_failed", records=len(batch))
+        except Exception:  # a bug in applying must neither stop later commits nor lose these
+            self._keep_log = True
+            _log.exception("writer.apply_failed", records=len(batch), log="kept until reopen")
         for future in acks:
             if not future.done():
                 future.set_result(None)
@@ -144,7 +148,8 @@ class GroupWriter:
         if self._pending or self._marks:
             await self._write()
         try:
-            await self._checkpoint()
+            if not self._keep_log:
+                await self._checkpoint()
         except Exception as error:
             exc = as_store_error(error)
             for future in waiters:

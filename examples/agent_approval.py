@@ -140,7 +140,8 @@ async def main(
         async with af.Runtime(path) as rt:
             try:
                 st = await rt.handle(instance).status()
-                print(f"{instance}: found in {path} ({st.state}); resuming")
+                then = "resuming" if st.state in ("running", "waiting") else "its transcript:"
+                print(f"{instance}: found in {path} ({st.state}); {then}")
             except af.ActorflowError:
                 print(f"{instance}: new run on {path}; task: {TASK}")
             h = await rt.start(agent, TASK, id=instance)  # idempotent: resumes an existing one

@@ -102,45 +102,59 @@ def count(tally: Tally, v: Vote) -> None:
 
 # -- the driver -----------------------------------------------------------------------
 async def waiting_on(h: af.Handle[Any]) -> list[str]:
-    """Poll until the instance is parked; return what it waits on (for printing)."""
-    while (st := await h.status()).state != "waiting":
-        await asyncio.sleep(0.005)
+    """Poll until the instance is parked; return what it waits on (for printing).
+    An instance that has finished waits on nothing: the list is empty."""
+    async with asyncio.timeout(10):
+        while (st := await h.status()).state == "running":
+            await asyncio.sleep(0.005)
     return [w.name or w.kind for w in st.waiting_on]
+
+
+async def start(rt: af.Runtime, wf: af.Workflow[str], subject: str) -> af.Handle[str] | None:
+    """Start ``wf`` on ``subject``; ``None`` when a previous run on this database already
+    finished it (starting a known ID returns that instance: nothing is left to send)."""
+    h = await rt.start(wf, subject, id=subject)
+    if (await h.status()).state in ("completed", "failed", "cancelled"):
+        print("  already decided in this database, by an earlier run")
+        return None
+    return h
 
 
 async def main(
     db: Path | None = None, clock: af.testing.ManualClock | None = None
 ) -> dict[str, str]:
-    """Three sign-offs (approved, rejected, quorum reached); return their verdicts."""
+    """Three sign-offs (approved, rejected, quorum reached); return their verdicts. Run
+    again on the same database, it shows the stored verdicts instead of deciding twice."""
     verdicts: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         async with af.Runtime(db or Path(tmp) / "approvals.db", clock=clock) as rt:
             print("release-1.4: needs alice and bob, then carol")
-            h = await rt.start(sign_off, "release-1.4", id="release-1.4")
-            print(f"  waiting on {await waiting_on(h)}")
-            await rt.send(h.id, "approve.bob")
-            print(f"  <- bob approves; waiting on {await waiting_on(h)}")
-            await rt.send(h.id, "approve.alice")
-            print(f"  <- alice approves; waiting on {await waiting_on(h)}")
-            await rt.send(h.id, "approve.carol")
-            print("  <- carol approves")
-            verdicts[h.id] = await h.result(timeout=10)
+            if h := await start(rt, sign_off, "release-1.4"):
+                print(f"  waiting on {await waiting_on(h)}")
+                await rt.send(h.id, "approve.bob")
+                print(f"  <- bob approves; waiting on {await waiting_on(h)}")
+                await rt.send(h.id, "approve.alice")
+                print(f"  <- alice approves; waiting on {await waiting_on(h)}")
+                await rt.send(h.id, "approve.carol")
+                print("  <- carol approves")
+            verdicts["release-1.4"] = await rt.handle("release-1.4").result(timeout=10)
 
             print("release-1.5: bob finds a problem")
-            h = await rt.start(sign_off, "release-1.5", id="release-1.5")
-            await rt.send(h.id, "approve.alice")
-            await rt.send(h.id, "approve.bob", error="migration is not reversible")
-            print("  <- alice approves, bob rejects")
-            verdicts[h.id] = await h.result(timeout=10)
+            if h := await start(rt, sign_off, "release-1.5"):
+                await rt.send(h.id, "approve.alice")
+                await rt.send(h.id, "approve.bob", error="migration is not reversible")
+                print("  <- alice approves, bob rejects")
+            verdicts["release-1.5"] = await rt.handle("release-1.5").result(timeout=10)
 
             print("rfc-7: any two of dan, erin and frank decide")
-            h = await rt.start(quorum, "rfc-7", id="rfc-7")
-            print(f"  waiting on {await waiting_on(h)}: the tally reaching a majority")
-            for voter, approve in [("dan", True), ("dan", True), ("erin", False), ("frank", True)]:
-                await rt.send(h.id, vote, Vote(voter, approve))
-                print(f"  <- {voter} votes {'yes' if approve else 'no'}")
-            # dan's second vote counts once; frank's yes makes two and releases the wait.
-            verdicts[h.id] = await h.result(timeout=10)
+            if h := await start(rt, quorum, "rfc-7"):
+                print(f"  waiting on {await waiting_on(h)}: the tally reaching a majority")
+                votes = [("dan", True), ("dan", True), ("erin", False), ("frank", True)]
+                for voter, approve in votes:
+                    await rt.send(h.id, vote, Vote(voter, approve))
+                    print(f"  <- {voter} votes {'yes' if approve else 'no'}")
+                # dan's second vote counts once; frank's yes makes two and releases the wait.
+            verdicts["rfc-7"] = await rt.handle("rfc-7").result(timeout=10)
     for name, verdict in verdicts.items():
         print(f"{name}: {verdict}")
     return verdicts

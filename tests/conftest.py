@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +35,13 @@ def runtime(
         return af.Runtime(path, clock=clock, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def restore_workflow_registry() -> Iterator[None]:
+    """Leave the process's workflow registry as it was (for tests that redefine names)."""
+    registry = importlib.import_module("actorflow.workflow")._registry
+    saved = dict(registry)
+    yield
+    registry.clear()
+    registry.update(saved)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -38,12 +37,8 @@ def define(name: str, first_step: object) -> af.Workflow[str]:
 
 
 @pytest.fixture(autouse=True)
-def registry() -> Iterator[None]:
-    """Leave the workflow registry as it was: these tests redefine their workflows."""
-    saved = dict(workflow_module._registry)
-    yield
-    workflow_module._registry.clear()
-    workflow_module._registry.update(saved)
+def _registry(restore_workflow_registry: None) -> None:
+    """These tests redefine their workflows."""
 
 
 def cli_out(capsys: pytest.CaptureFixture[str], db: Path, *argv: str) -> str:
@@ -109,3 +104,28 @@ async def test_held_instance_shows_its_stored_view_and_why(
         assert json.loads(cli_out(capsys, db, "list", "--json"))[0]["detail"] is None
         await rt.send("h1", reply, "hi")
         assert await rt.handle("h1").result(timeout=5) == "hi"
+
+
+@pytest.mark.parametrize("cause", ["unregistered", "diverged"])
+async def test_a_held_instance_is_cancelled_without_running_its_code(
+    db: Path, clock: af.testing.ManualClock, cause: str
+) -> None:
+    """A cancel ends a held instance ``cancelled`` as it stands (DESIGN §3.3), durably."""
+    name = f"held.cancel.{cause}"
+    await park(db, clock, name)
+    if cause == "unregistered":
+        del workflow_module._registry[name]
+    else:
+        define(name, two)
+    async with af.Runtime(db, clock=clock) as rt:
+        h = rt.handle("h1")
+        assert (await h.status()).detail is not None
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert (await h.status()).state == "cancelled"
+        await h.cancel()  # idempotent on the finished instance
+    define(name, one)  # even with the right code back, it stays cancelled
+    async with af.Runtime(db, clock=clock) as rt:
+        status = await rt.handle("h1").status()
+        assert status.state == "cancelled" and status.detail is None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -82,12 +82,8 @@ def define(name: str, calls: list[str], end: str = "park") -> af.Workflow[str]:
 
 
 @pytest.fixture(autouse=True)
-def registry() -> Iterator[None]:
-    """Leave the workflow registry as it was: these tests redefine their workflows."""
-    saved = dict(workflow_module._registry)
-    yield
-    workflow_module._registry.clear()
-    workflow_module._registry.update(saved)
+def _registry(restore_workflow_registry: None) -> None:
+    """These tests redefine their workflows."""
 
 
 async def run_to_park(rt: af.Runtime, clock: af.testing.ManualClock, wf: af.Workflow[str]) -> None:
