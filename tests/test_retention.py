@@ -18,7 +18,7 @@ from actorflow.inbox import NotifyRequest, PurgeRequest, submit, wait_for_receip
 from actorflow.records import Snapshot
 from actorflow.retention import BATCH, MAX_GAP
 from actorflow.store import MemoryStore, SQLiteStore
-from actorflow.store.sqlite import SCHEMA_VERSION
+from actorflow.store.sqlite import SCHEMA_VERSION, connect_outside
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -74,6 +74,30 @@ async def test_retention_over_simulated_months(
                     assert wf not in present, (day, wf)
             assert len(present) <= 1 + 3 * 8
         assert (await rt.handle("forever").status()).state == "waiting"
+
+
+def pages(db: Path) -> int:
+    """Pages of the database file, counting the ones not checkpointed into it yet."""
+    conn = connect_outside(db)
+    try:
+        return int(conn.execute("PRAGMA page_count").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_the_file_stays_flat_with_retention(db: Path, clock: af.testing.ManualClock) -> None:
+    """Freed pages are reused: after the first weeks the file does not grow."""
+    async with af.Runtime(db, clock=clock, retention=timedelta(days=7)) as rt:
+        size: dict[int, int] = {}
+        for day in range(60):
+            handles = await asyncio.gather(*(rt.start(short, n) for n in range(40)))
+            await asyncio.gather(*(h.result(timeout=10) for h in handles))
+            await clock.advance(DAY)
+            await rt.checkpoint()
+            size[day] = pages(db)
+        assert size[59] <= size[20] * 1.1, size
+        assert len(await rt.list()) <= 8 * 40
+    assert size[20] > size[3]  # the first week did fill it
 
 
 async def test_advance_past_retention_deletes_without_real_waiting(
