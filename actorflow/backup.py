@@ -57,6 +57,8 @@ def backup(
 
 
 def _check_target(path: Path, out: Path, force: bool) -> None:
+    if not out.parent.is_dir():
+        raise StoreError(f"cannot back up to {out}: {out.parent} is not a directory")
     if not out.exists() and not out.is_symlink():
         return
     if out.exists() and out.samefile(path):

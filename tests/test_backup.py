@@ -137,6 +137,8 @@ async def test_refuses_the_database_itself_and_a_file_in_use(tmp_path: Path) -> 
         await rt.start(gate, id="one")
     with pytest.raises(af.StoreError, match="the database itself"):
         af.backup(db, db, force=True)
+    with pytest.raises(af.StoreError, match="nowhere is not a directory"):
+        af.backup(db, tmp_path / "nowhere" / "copy.db")
     async with af.Runtime(other):
         with pytest.raises(af.StoreError, match="in use by a runtime"):
             af.backup(db, other, force=True)
