@@ -124,6 +124,7 @@ class Runtime:
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._change = asyncio.Event()  # set, then replaced, after each commit: changed()
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -717,7 +718,14 @@ class Runtime:
         purged = await purge(self._store, self._writer.checkpoint, before, statuses, requests)
         if purged.instances or purged.requests:
             _log.info("store.purged", instances=purged.instances, requests=purged.requests)
+            self._change.set()  # followers (the web page) see the deleted instances go
+            self._change = asyncio.Event()
         return purged
+
+    async def changed(self) -> None:
+        """Return after the next commit of records of any instance: a seam for code that
+        follows the runtime, such as the web page of ``actorflow.ui``."""
+        await self._change.wait()
 
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
@@ -732,6 +740,8 @@ class Runtime:
                 self._apply(record)
             except Exception as exc:
                 self._apply_failed(record, exc)
+        self._change.set()
+        self._change = asyncio.Event()
 
     def _apply(self, record: Record) -> None:
         wf = record.wf
