@@ -1,6 +1,6 @@
 """Retention: deleting finished instances and decided inbox requests once they are old.
 
-``purge`` deletes, on demand, what finished (or was decided) before a given time, in
+``purge`` deletes, on demand, what finished (or was decided) by a given time, in
 small transactions with a pause between them, so the runtime's own writes and the
 event loop carry on meanwhile. :class:`Retention` runs it in the background: it sleeps
 on the runtime's clock (a :class:`~actorflow.testing.ManualClock` moves it too) until
