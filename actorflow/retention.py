@@ -119,6 +119,7 @@ class Retention:
         self._run = run
         self._oldest = oldest
         self._gap = min(max(keep * 0.01, MIN_GAP), MAX_GAP)
+        self._retry = self._gap  # after a failed pass; doubles while passes fail
         self._alarm: Cancellable | None = None
         self._alarm_at = math.inf
         self._noticed = math.inf  # the earliest due time noticed during a pass
@@ -173,10 +174,12 @@ class Retention:
         try:
             purged = await self._run(now - self._keep)
             oldest = await self._oldest()
-        except Exception as exc:  # the store failed: try again after a pause
-            _log.warning("retention.failed", error=str(exc))
-            self._arm(now + self._gap)
+        except Exception as exc:  # the store failed: try again, less often while it fails
+            _log.warning("retention.failed", error=str(exc), retry_in=self._retry)
+            self._arm(now + self._retry)
+            self._retry = min(self._retry * 2, max(self._keep, self._gap))
             return
+        self._retry = self._gap
         if purged.instances or purged.requests:
             _log.info("retention.purged", instances=purged.instances, requests=purged.requests)
         # What is stored is due at oldest + keep; what finished meanwhile was noticed.

@@ -577,7 +577,9 @@ class Runtime:
             raise ActorflowError(str(exc)) from None
         before = self.clock.now() - request.older_than
         purged = await self._purge_before(before, statuses, request.statuses is None)
-        return f"purged {purged.instances} finished instances and {purged.requests} inbox requests"
+        return (
+            f"purged {purged.instances} finished instance(s) and {purged.requests} inbox request(s)"
+        )
 
     def _inbox_payload(self, what: str, text: str | None) -> Any:
         """A payload's JSON text from the inbox as builtins, refused before it is decoded

@@ -267,7 +267,7 @@ async def test_purge_request_through_the_inbox_reports_what_it_deleted(
         receipt = await asyncio.to_thread(wait_for_receipt, db, seq, 10)
         assert (receipt.status, receipt.reason) == (
             "accepted",
-            "purged 1 finished instances and 0 inbox requests",
+            "purged 1 finished instance(s) and 0 inbox request(s)",
         )
         assert await ids(rt) == {"bad"}
         seq = submit(db, PurgeRequest(3600.0, ["running"]))
@@ -275,7 +275,7 @@ async def test_purge_request_through_the_inbox_reports_what_it_deleted(
         assert receipt.status == "rejected" and "only finished" in (receipt.reason or "")
         seq = submit(db, PurgeRequest(3600.0))  # all finished ones and old requests
         receipt = await asyncio.to_thread(wait_for_receipt, db, seq, 10)
-        assert receipt.reason == "purged 1 finished instances and 1 inbox requests"
+        assert receipt.reason == "purged 1 finished instance(s) and 1 inbox request(s)"
         assert old not in inbox_seqs(db)
         assert await ids(rt) == set()
 
@@ -299,10 +299,10 @@ async def test_cli_purge_through_the_running_owner(db: Path, clock: af.testing.M
         await clock.advance(timedelta(days=3))
         code, out, err = await cli(db, "purge", "--older-than", "2d", "--status", "completed")
         assert code == 0, err
-        assert "accepted" in out and "purged 1 finished instances" in out
+        assert "accepted" in out and "purged 1 finished instance(s)" in out
         assert await ids(rt) == {"bad"}
         code, out, err = await cli(db, "purge", "--older-than", "4d")
-        assert code == 0 and "purged 0 finished instances" in out, err
+        assert code == 0 and "purged 0 finished instance(s)" in out, err
         assert await ids(rt) == {"bad"}
 
 
@@ -355,3 +355,22 @@ async def test_schema_2_file_gains_the_retention_indexes(db: Path) -> None:
         await rt.send("old", ret_go)
         await rt.handle("old").result(timeout=5)
         assert await rt.purge(0) == 1
+
+
+async def test_a_failing_store_delays_the_purge_and_never_stops_it(
+    db: Path, clock: af.testing.ManualClock
+) -> None:
+    from test_faults import Fault, inject
+
+    async with af.Runtime(db, clock=clock, retention=DAY) as rt:
+        await (await rt.start(short, 1, id="a")).result(timeout=5)
+        await rt.start(gate, id="w")
+        fault = Fault("disk I/O error", at="DELETE")
+        inject(rt, fault)
+        fault.remaining = 3  # the next three passes fail (each at its first DELETE)
+        await clock.advance(DAY)
+        assert fault.raised == 1 and await ids(rt) == {"a", "w"}
+        await clock.advance(60)  # retried after 1 s, 2 s, 4 s: the third retry works
+        assert fault.raised == 3 and await ids(rt) == {"w"}
+        await rt.send("w", ret_go)  # the runtime carries on
+        assert await rt.handle("w").result(timeout=5) == "done"
