@@ -15,6 +15,7 @@ from typing import Any, Literal, TypeVar
 
 from actorflow import codec
 from actorflow.actor import Actor, Call, Phase, Services
+from actorflow.backup import backup
 from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup, type_name
@@ -713,6 +714,15 @@ class Runtime:
         statuses = purge_statuses(status)
         purged = await self._purge_before(self.clock.now() - age, statuses, status is None)
         return purged.instances
+
+    async def backup(self, out: str | os.PathLike[str], *, force: bool = False) -> int:
+        """Write a consistent copy of this runtime's database to ``out`` while it keeps
+        running (see :func:`actorflow.backup`, run in a thread); returns its size in
+        bytes. An in-memory runtime has no file: :class:`StoreError`."""
+        self._check_open()
+        if self.path is None:
+            raise StoreError("an in-memory runtime has no database file to back up")
+        return await asyncio.to_thread(backup, self.path, out, force=force)
 
     async def _purge_before(
         self, before: float, statuses: Collection[str] = FINISHED_STATES, requests: bool = True

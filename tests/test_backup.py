@@ -177,3 +177,17 @@ async def test_cli_backup(tmp_path: Path) -> None:
         assert done.returncode == 0 and '"bytes":' in done.stdout, done.stderr
     async with af.Runtime(out) as rt:
         assert [s.id for s in await rt.list()] == ["one"]
+
+
+async def test_runtime_backup_method(tmp_path: Path) -> None:
+    db, out = tmp_path / "app.db", tmp_path / "copy.db"
+    async with af.Runtime(db) as rt:
+        await rt.start(gate, id="one")
+        assert await rt.backup(out) == out.stat().st_size
+        await rt.send("one", go)  # the runtime went on during and after it
+        assert await rt.handle("one").result(timeout=5) == "passed"
+    async with af.Runtime(out) as rt:
+        assert (await rt.handle("one").status()).state == "waiting"
+    async with af.Runtime() as rt:
+        with pytest.raises(af.StoreError, match="in-memory"):
+            await rt.backup(out, force=True)
