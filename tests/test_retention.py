@@ -297,11 +297,13 @@ async def test_cli_purge_through_the_running_owner(db: Path, clock: af.testing.M
         await rt.send("ok", ret_go)
         await rt.send("bad", ret_fail)
         await clock.advance(timedelta(days=3))
-        code, out, err = await cli(db, "purge", "--older-than", "2d", "--status", "completed")
+        code, out, err = await cli(
+            db, "purge", "--older-than", "2d", "--status", "completed", "--wait"
+        )
         assert code == 0, err
         assert "accepted" in out and "purged 1 finished instance(s)" in out
         assert await ids(rt) == {"bad"}
-        code, out, err = await cli(db, "purge", "--older-than", "4d")
+        code, out, err = await cli(db, "purge", "--older-than", "4d", "--wait")
         assert code == 0 and "purged 0 finished instance(s)" in out, err
         assert await ids(rt) == {"bad"}
 
