@@ -2,7 +2,7 @@
 
 ``list`` and ``show`` read the file (never taking it over); ``send``, ``resolve``,
 ``reject``, ``cancel`` and ``notify`` put a request in the database's inbox, which the
-owning runtime applies within about 100 ms, or at its next start when none runs.
+owning runtime applies at once (``submit`` wakes it), or at its next start when none runs.
 When a runtime runs, a command waits briefly for its verdict and reports it (so a
 misspelt event or a payload of the wrong type fails the command); ``--wait`` waits
 until the runtime accepted or rejected the request, up to ``--timeout``.
