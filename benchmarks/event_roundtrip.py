@@ -155,46 +155,53 @@ async def group_commit_baseline(
     path: Path, synchronous: str, n: int, rate: float | None, singles: int
 ) -> Stats:
     """Parked tasks woken after their event is committed by the group-commit writer."""
-    loop = asyncio.get_running_loop()
     log = GroupCommitLog(path, synchronous)
-    encode = msgspec.msgpack.encode
     stats: Stats = {}
     try:
-        for mode, count in (("single", singles), ("burst", n), ("steady", n)):
-            if mode == "steady" and rate is None:
-                continue
-            futures = [loop.create_future() for _ in range(count)]
-            woke = [0.0] * count
-            sent = [0.0] * count
-
-            async def waiter(i: int, futures: list[asyncio.Future[int]] = futures) -> None:
-                await futures[i]
-                woke[i] = time.perf_counter()
-
-            async def send(i: int, futures: list[asyncio.Future[int]] = futures) -> None:
-                sent[i] = time.perf_counter()
-                await log.append(f"w{i}", encode(["event", f"w{i}", "bench.wake", i]))
-                futures[i].set_result(i)
-
-            waiters = [loop.create_task(waiter(i)) for i in range(count)]
-            await asyncio.sleep(0)
-            t0 = time.perf_counter()
-            if mode == "single":
-                for i in range(count):
-                    await send(i)
-                    await waiters[i]
-            elif mode == "burst":
-                await asyncio.gather(*(send(i) for i in range(count)))
-            else:
-                assert rate is not None
-                await paced(count, rate, send)
-            await asyncio.gather(*waiters)
-            elapsed = time.perf_counter() - t0
-            stats.update(latency_stats(mode, [(woke[i] - sent[i]) * 1e3 for i in range(count)]))
-            if mode == "burst":
-                stats["burst_events_per_s"] = count / elapsed
+        stats.update(await group_commit_mode(log, "single", singles, None))
+        stats.update(await group_commit_mode(log, "burst", n, None))
+        if rate is not None:
+            stats.update(await group_commit_mode(log, "steady", n, rate))
     finally:
         await log.close()
+    return stats
+
+
+async def group_commit_mode(
+    log: GroupCommitLog, mode: str, count: int, rate: float | None
+) -> Stats:
+    """One measurement (single, burst or steady) of ``count`` events on ``log``."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = [loop.create_future() for _ in range(count)]
+    woke = [0.0] * count
+    sent = [0.0] * count
+
+    async def waiter(i: int) -> None:
+        await futures[i]
+        woke[i] = time.perf_counter()
+
+    async def send(i: int) -> None:
+        sent[i] = time.perf_counter()
+        await log.append(f"w{i}", msgspec.msgpack.encode(["event", f"w{i}", "bench.wake", i]))
+        futures[i].set_result(i)
+
+    waiters = [loop.create_task(waiter(i)) for i in range(count)]
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    if mode == "single":
+        for i in range(count):
+            await send(i)
+            await waiters[i]
+    elif mode == "burst":
+        await asyncio.gather(*(send(i) for i in range(count)))
+    else:
+        assert rate is not None
+        await paced(count, rate, send)
+    await asyncio.gather(*waiters)
+    elapsed = time.perf_counter() - t0
+    stats = latency_stats(mode, [(woke[i] - sent[i]) * 1e3 for i in range(count)])
+    if mode == "burst":
+        stats["burst_events_per_s"] = count / elapsed
     return stats
 
 
