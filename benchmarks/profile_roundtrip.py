@@ -7,9 +7,9 @@ N instances park on an event (not profiled); then all N events are sent at once 
 every result awaited, under cProfile. Prints the top functions by cumulative and by
 self time, and per event: records written, store commits, records folded into
 snapshots (``records.apply``), futures and tasks made, and garbage collections (with
-their time). ``--no-cprofile`` runs the same burst without the profiler (for py-spy:
-``py-spy record -f raw -o stacks.txt -- python benchmarks/profile_roundtrip.py
---no-cprofile``).
+their time). ``--py-spy PATH`` samples the burst with py-spy instead (attached to
+this process for the burst only; raw stacks written to PATH) and prints the top
+functions by inclusive and by self samples.
 """
 
 from __future__ import annotations
@@ -19,7 +19,11 @@ import asyncio
 import cProfile
 import gc
 import io
+import os
 import pstats
+import re
+import signal
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -64,7 +68,27 @@ def on_gc(phase: str, info: dict[str, int]) -> None:
         gc_seconds[0] += time.perf_counter() - _gc_started[0]
 
 
-async def burst(n: int, path: Path, durability: str, profiler: cProfile.Profile | None) -> float:
+class Sampler:
+    """py-spy attached to this process while the burst runs (its raw stacks to ``path``)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        command = ["py-spy", "record", "--pid", str(os.getpid()), "-f", "raw", "-r", "250"]
+        self._proc = subprocess.Popen([*command, "-o", self.path], stderr=subprocess.DEVNULL)
+        await asyncio.sleep(1.0)  # let it attach before the burst
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGINT)  # py-spy writes its file on Ctrl-C
+            self._proc.wait(timeout=30)
+
+
+async def burst(
+    n: int, path: Path, durability: str, profiler: cProfile.Profile | None, sampler: Sampler | None
+) -> float:
     async with af.Runtime(path, durability=durability) as rt:  # type: ignore[arg-type]
         handles = await asyncio.gather(*(rt.start(roundtrip, id=f"w{i}") for i in range(n)))
         while not rt.idle:  # the instances' first waits are written after start returns
@@ -73,6 +97,8 @@ async def burst(n: int, path: Path, durability: str, profiler: cProfile.Profile 
         gc_runs.clear()
         gc_seconds[0] = 0.0
         gc.callbacks.append(on_gc)
+        if sampler is not None:
+            await sampler.start()
         if profiler is not None:
             profiler.enable()
         t0 = time.perf_counter()
@@ -81,6 +107,8 @@ async def burst(n: int, path: Path, durability: str, profiler: cProfile.Profile 
         elapsed = time.perf_counter() - t0
         if profiler is not None:
             profiler.disable()
+        if sampler is not None:
+            sampler.stop()
         gc.callbacks.remove(on_gc)
     return elapsed
 
@@ -99,11 +127,36 @@ def calls(stats: pstats.Stats, file_part: str, name: str) -> int:
     return sum(v[1] for (file, _, func), v in raw.items() if func == name and file_part in file)
 
 
+def sampled(path: str, count: int) -> str:
+    """Top functions of py-spy's raw stacks, by inclusive and by self samples (%)."""
+    inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = [_function(frame) for frame in stack.split(";")]
+        total += int(samples)
+        leaf[frames[-1]] += int(samples)
+        for frame in set(frames):
+            inclusive[frame] += int(samples)
+    out = [f"{total} samples of the burst"]
+    for title, counter in (("inclusive", inclusive), ("self", leaf)):
+        out.append(f"\n## py-spy: top {count} by {title} samples\n")
+        out += [f"{100 * v / total:6.1f}%  {k}" for k, v in counter.most_common(count)]
+    return "\n".join(out)
+
+
+def _function(frame: str) -> str:
+    # "name (path/file.py:123)" -> "name (file.py)": one entry per function, not per line
+    return re.sub(r"\((?:.*/)?([^/:]+):\d+\)", r"(\1)", frame.strip())
+
+
 def run(args: argparse.Namespace) -> None:
     count_writes()
-    profiler = None if args.no_cprofile else cProfile.Profile()
+    profiler = None if args.py_spy else cProfile.Profile()
+    sampler = Sampler(args.py_spy) if args.py_spy else None
     with tempfile.TemporaryDirectory() as tmp:
-        coro = burst(args.n, Path(tmp) / "profile.db", args.durability, profiler)
+        coro = burst(args.n, Path(tmp) / "profile.db", args.durability, profiler, sampler)
         if args.loop == "uvloop":
             import uvloop
 
@@ -114,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
     per_event: dict[str, Any] = {
         f"{kind} records": count / n for kind, count in written.items() if kind != "commits"
     }
-    per_event["store commits"] = written["commits"] / n
+    per_event["store commits (in all)"] = written["commits"]
     per_event["gc runs (gen 0/1/2)"] = "/".join(str(gc_runs[g]) for g in range(3))
     per_event["gc ms per event"] = 1e3 * gc_seconds[0] / n
     per_event["wall us per event"] = 1e6 * elapsed / n
@@ -133,6 +186,8 @@ def run(args: argparse.Namespace) -> None:
         print(f"\n## top {args.top} by self time\n")
         print(top(stats, "tottime", args.top))
         print()
+    if args.py_spy:
+        print(sampled(args.py_spy, args.top) + "\n")
     rows = [{"per event": key, "value": value} for key, value in per_event.items()]
     report(f"profile_roundtrip-{args.loop}", rows, {"n": n, "loop": args.loop}, args.json)
 
@@ -143,7 +198,7 @@ def main() -> None:
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--durability", default="normal", choices=["normal", "full"])
     parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--no-cprofile", action="store_true")
+    parser.add_argument("--py-spy", metavar="PATH", help="sample with py-spy, not cProfile")
     parser.add_argument("--json", default=None)
     run(parser.parse_args())
 
