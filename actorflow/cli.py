@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("topics", nargs="+", metavar="TOPIC")
     _wait_options(p)
 
+    p = command("ui", "serve a web page to see waiting instances and act on them")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+
     command("demo", "run a self-contained approval flow across a restart (on --db FILE if given)")
     return parser
 
@@ -372,6 +376,13 @@ def _run(args: argparse.Namespace) -> int:
 
         demo(args.db)  # only an explicit --db: ACTORFLOW_DB may name the app's own file
         return 0
+    if args.command == "ui":
+        try:
+            from actorflow.ui.command import serve_file
+        except ImportError as exc:
+            raise CommandError(str(exc)) from None
+        db_text = args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db"
+        return serve_file(db_text, args.host, args.port)
     db = Path(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
     if args.command == "list":
         states = set(args.status) if args.status else None

@@ -109,6 +109,7 @@ class Runtime:
         self._replayer: asyncio.Task[None] | None = None
         self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
+        self._change = asyncio.Event()  # set, then replaced, after each commit: changed()
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -662,6 +663,11 @@ class Runtime:
         self._check_open()
         await self._writer.checkpoint()
 
+    async def changed(self) -> None:
+        """Return after the next commit of records of any instance: a seam for code that
+        follows the runtime, such as the web page of ``actorflow.ui``."""
+        await self._change.wait()
+
     # -- the writer's callbacks ------------------------------------------------------
     def _committed(self, batch: builtins.list[Record]) -> None:
         # Each record is applied on its own: one that fails holds its instance (its
@@ -675,6 +681,8 @@ class Runtime:
                 self._apply(record)
             except Exception as exc:
                 self._apply_failed(record, exc)
+        self._change.set()
+        self._change = asyncio.Event()
 
     def _apply(self, record: Record) -> None:
         wf = record.wf

@@ -9,14 +9,19 @@ terminal through the command line, which writes to the database's inbox.
 Run:
   python examples/agent_approval.py              # demo: temporary db, approves itself
   python examples/agent_approval.py --db agent.db   # waits for you; kill it, rerun it
+  python examples/agent_approval.py --ui         # approve in a web page (actorflow[ui])
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shlex
+import sys
 import tempfile
+import webbrowser
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +105,18 @@ async def agent(ctx: af.Context[None], task: str) -> list[str]:
 
 
 # -- the driver -----------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def open_page(rt: af.Runtime, port: int) -> AsyncIterator[None]:
+    """Serve the web page for this runtime, in this process, while the block runs."""
+    import actorflow.ui  # needs the extra: pip install 'actorflow[ui]'
+
+    async with actorflow.ui.serving(actorflow.ui.app(rt), port=port) as link:
+        print(f"approve or deny in your browser: {link}", flush=True)
+        if sys.stdin.isatty():  # someone at a terminal: open it for them
+            webbrowser.open(link)
+        yield
+
+
 APPROVE = '{"approved": true}'
 DENY = '{"approved": false, "note": "why"}'
 
@@ -132,12 +149,18 @@ async def supervise(
 
 
 async def main(
-    db: Path | None = None, approve_after: float | None = 0.5, instance: str = "agent-1"
+    db: Path | None = None,
+    approve_after: float | None = 0.5,
+    instance: str = "agent-1",
+    ui_port: int | None = None,
 ) -> list[str]:
-    """Run (or resume) the agent on ``db``; ``approve_after=None`` waits for a human."""
+    """Run (or resume) the agent on ``db``; ``approve_after=None`` waits for a human.
+    With ``ui_port``, the page of ``actorflow.ui`` for this runtime is served there."""
     with tempfile.TemporaryDirectory() as tmp:
         path = db or Path(tmp) / "agent.db"
-        async with af.Runtime(path) as rt:
+        async with af.Runtime(path) as rt, contextlib.AsyncExitStack() as page:
+            if ui_port is not None:
+                await page.enter_async_context(open_page(rt, ui_port))
             try:
                 st = await rt.handle(instance).status()
                 then = "resuming" if st.state in ("running", "waiting") else "its transcript:"
@@ -163,9 +186,13 @@ if __name__ == "__main__":
         "--auto-approve", action="store_true", help="approve by itself (default without --db)"
     )
     parser.add_argument("--id", default="agent-1", help="instance ID (default: agent-1)")
+    parser.add_argument(
+        "--ui", action="store_true", help="serve a page to approve in a browser (waits for you)"
+    )
+    parser.add_argument("--port", type=int, default=8765, help="the page's port (default 8765)")
     args = parser.parse_args()
-    auto = args.auto_approve or args.db is None
+    auto = args.auto_approve or (args.db is None and not args.ui)
     try:
-        asyncio.run(main(args.db, 0.5 if auto else None, args.id))
+        asyncio.run(main(args.db, 0.5 if auto else None, args.id, args.port if args.ui else None))
     except KeyboardInterrupt:
         print("\nstopped; the agent is stored. Run the same command again to resume.")
