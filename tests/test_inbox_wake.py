@@ -180,3 +180,22 @@ def test_a_long_path_is_reached_through_its_directory(tmp_path: Path) -> None:
         patch.setattr(runtime_module, "INBOX_FALLBACK_MIN", 3600.0)
         patch.setattr(runtime_module, "INBOX_FALLBACK_MAX", 3600.0)
         asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("no_fallback_poll")
+async def test_the_socket_is_private_where_chmod_cannot_skip_symlinks(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chmod = os.chmod
+
+    def old_libc_chmod(path: Any, mode: int, *, follow_symlinks: bool = True) -> None:
+        if not follow_symlinks:  # as Python does where fchmodat cannot skip symlinks
+            raise NotImplementedError("chmod: follow_symlinks unavailable on this platform")
+        chmod(path, mode)
+
+    monkeypatch.setattr(os, "chmod", old_libc_chmod)
+    async with af.Runtime(db) as rt:
+        assert stat.S_IMODE(os.lstat(wake_path(db)).st_mode) == 0o600
+        h = await rt.start(waiter, id="w")
+        assert (await submitted(db, "w", 2)).status == "accepted"
+        assert await h.result(timeout=5) == 2

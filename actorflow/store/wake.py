@@ -170,15 +170,26 @@ def _bind(path: Path) -> socket.socket:
                     raise
                 _remove_stale(path)
                 sock.bind(address)
-            # The umask may have left it open to others; a swap for a symlink since
-            # the bind fails here instead of changing the link's target.
-            os.chmod(address, 0o600, follow_symlinks=False)
+            _make_private(address)
         return sock
-    except (OSError, NotImplementedError) as exc:
+    except OSError:
         sock.close()
-        if isinstance(exc, NotImplementedError):
-            raise OSError(f"{path} changed while it was being made private") from None
         raise
+
+
+def _make_private(address: str) -> None:
+    """Mode 0600 for the socket just bound at ``address`` (the umask may have left it
+    open to others), never for what a symlink swapped in since points to."""
+    try:
+        os.chmod(address, 0o600, follow_symlinks=False)
+        return
+    except NotImplementedError:  # a symlink now, or a libc without it (glibc < 2.32)
+        pass
+    # Only a socket is changed; a swap in the instant between the two calls could at
+    # worst make one of this user's own files private.
+    if not stat.S_ISSOCK(os.lstat(address).st_mode):
+        raise OSError(f"{address} changed while it was being made private")
+    os.chmod(address, 0o600)
 
 
 def _remove_stale(path: Path) -> None:
