@@ -57,8 +57,8 @@ Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
 INBOX_POLL_MIN = 0.005  # seconds between inbox polls when no wake socket could be bound
 INBOX_POLL_MAX = 0.05
-INBOX_FALLBACK_MIN = 0.5  # ... and with one: a datagram wakes the watcher, polls are a fallback
-INBOX_FALLBACK_MAX = 1.0
+INBOX_FALLBACK_MIN = 1.0  # ... and with one: a datagram wakes the watcher, polls are a fallback
+INBOX_FALLBACK_MAX = 2.0
 REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
 REPLAY_DELAY_MAX = 1.0
 
