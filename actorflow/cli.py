@@ -2,8 +2,8 @@
 
 ``list`` and ``show`` read the file (never taking it over), and ``backup`` copies it;
 ``send``, ``resolve``, ``reject``, ``cancel``, ``notify`` and ``purge`` put a request in
-the database's inbox, which the owning runtime applies within about 100 ms, or at its
-next start when none runs.
+the database's inbox, which the owning runtime applies at once (``submit`` wakes it),
+or at its next start when none runs.
 When a runtime runs, a command waits briefly for its verdict and reports it (so a
 misspelt event or a payload of the wrong type fails the command); ``--wait`` waits
 until the runtime accepted or rejected the request, up to ``--timeout``.

@@ -57,6 +57,7 @@ from actorflow.status import STATES, Status, status_of
 from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
 from actorflow.store.base import InboxRow, Mark
+from actorflow.store.wake import InboxBell
 from actorflow.timers import TimerWheel
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
@@ -66,8 +67,10 @@ R = TypeVar("R")
 
 Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
-INBOX_POLL_MIN = 0.005
+INBOX_POLL_MIN = 0.005  # seconds between inbox polls when no wake socket could be bound
 INBOX_POLL_MAX = 0.05
+INBOX_FALLBACK_MIN = 1.0  # ... and with one: a datagram wakes the watcher, polls are a fallback
+INBOX_FALLBACK_MAX = 2.0
 REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
 REPLAY_DELAY_MAX = 1.0
 
@@ -141,6 +144,8 @@ class Runtime:
             raise ActorflowError(f"a runtime opens once; this one is {self._state}")
         began = time.perf_counter()
         snapshots = await self._store.open()
+        # Listening before the first read: a request submitted after it rings the bell.
+        self._inbox_bell = InboxBell.listen(self.path)
         self._timers = TimerWheel(self.clock)
         self._writer = GroupWriter(
             self._store, self._committed, self._write_failed, self._checkpoint,
@@ -159,7 +164,8 @@ class Runtime:
         # Requests queued while no runtime ran are applied, in order, before open()
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)
-        self._spawn(self._watch_inbox(retry))
+        if self.path is not None:  # no other process can reach a store in memory
+            self._spawn(self._watch_inbox(retry))
         if self.retention is not None:
             self._retention = Retention(
                 self.retention, self.clock, self._timers.schedule, self._purge_before,
@@ -217,6 +223,7 @@ class Runtime:
             raise
 
     async def _close(self) -> None:
+        self._inbox_bell.ring()  # the inbox watcher ends now, not at its next poll
         if self._replayer is not None:
             self._replayer.cancel()
         if self._retention is not None:
@@ -236,6 +243,7 @@ class Runtime:
                 actor.stop()
                 if not actor.done.done():
                     actor.done.set_result(None)
+            self._inbox_bell.close()  # while still the owner: the socket is the owner's
             await self._store.close()
 
     async def _settle_steps(self) -> None:
@@ -478,17 +486,26 @@ class Runtime:
 
     # -- the inbox: requests from other processes -------------------------------------
     async def _watch_inbox(self, retry: bool) -> None:
-        # Polls one cheap PRAGMA (data_version) and backs off while nothing changes,
-        # so a request is seen within ~100 ms without scanning the table.
-        delay = INBOX_POLL_MIN
+        # Sleeps until inbox.submit's datagram rings the bell (store.wake), then reads
+        # the inbox at once. Polling one cheap PRAGMA (data_version), backing off while
+        # nothing changes, is only the fallback: slow with a wake socket (a lost
+        # datagram, a raw writer), fast as before without one.
+        bell = self._inbox_bell
+        least, most = (
+            (INBOX_FALLBACK_MIN, INBOX_FALLBACK_MAX)
+            if bell.listening
+            else (INBOX_POLL_MIN, INBOX_POLL_MAX)
+        )
+        delay = least
         while self._state == "open":
+            bell.clear()  # rings from now on announce rows this read may miss
             try:
                 found, retry = await self._apply_inbox(everything=retry)
             except Exception:  # a bug must not stop the inbox for good: log, try again
                 _log.exception("inbox.failed")
                 found, retry = False, True
-            delay = INBOX_POLL_MIN if found else min(delay * 2, INBOX_POLL_MAX)
-            await asyncio.sleep(delay)
+            delay = least if found else min(delay * 2, most)
+            await bell.wait(delay)
 
     async def _apply_inbox(self, everything: bool) -> tuple[bool, bool]:
         """Apply the pending inbox requests, in order, if any arrived (``everything``:

@@ -261,8 +261,16 @@ class SQLiteStore:
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # One hop to aiosqlite's thread for a whole transaction instead of one per
         # statement: the group commit's latency is mostly these hops.
+        # aiosqlite's worker keeps its last job referenced until the next one arrives:
+        # the job lets go of ``fn`` (and the batch or snapshots it holds) once it ran,
+        # so an idle runtime does not keep its last transaction's data alive.
         db = self.db
-        return await db._execute(fn, db._conn)  # type: ignore[no-any-return,no-untyped-call]
+        job = [fn]
+
+        def run(conn: sqlite3.Connection) -> T:
+            return job.pop()(conn)
+
+        return await db._execute(run, db._conn)  # type: ignore[no-any-return,no-untyped-call]
 
     async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
         """Append ``records`` in one transaction, as one row (the batch is the unit),
