@@ -14,9 +14,11 @@ rejected request, 2 for a usage error, 3 for a request still pending after ``--w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +28,7 @@ import msgspec
 
 import actorflow
 from actorflow.backup import backup
-from actorflow.errors import ActorflowError
+from actorflow.errors import ActorflowError, DatabaseLocked
 from actorflow.events import check_name
 from actorflow.inbox import (
     CancelRequest,
@@ -41,9 +43,10 @@ from actorflow.inbox import (
 )
 from actorflow.log import configure_logging
 from actorflow.reader import Details, Reader
-from actorflow.retention import FINISHED_STATES
+from actorflow.retention import FINISHED_STATES, Purged, purge, purge_statuses
 from actorflow.status import STATES, Status, Wait
 from actorflow.store.lock import owner_pid
+from actorflow.store.sqlite import SQLiteStore
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 MAX_PAYLOAD_TEXT = 1_048_576  # the runtime's default payload limit
@@ -380,9 +383,37 @@ def _check_target(db: Path, request: Request) -> None:
         )
 
 
+def _purge_unowned(db: Path, request: PurgeRequest) -> Purged | None:
+    """With no runtime on ``db``, purge it here, taking it over for the purge alone (the
+    log is folded first, as at any open); ``None`` if a runtime took it meanwhile."""
+
+    async def run() -> Purged | None:
+        store = SQLiteStore(db)
+        try:
+            await store.open()
+        except DatabaseLocked:
+            return None
+        try:
+            before = time.time() - request.older_than
+            statuses = purge_statuses(request.statuses)
+            return await purge(store, _folded, before, statuses, request.statuses is None)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _folded() -> None:
+    """Opening the store folded the log into snapshots already: nothing left to fold."""
+
+
 def _deliver(db: Path, args: argparse.Namespace) -> int:
     request = _request(args)
     _check_target(db, request)
+    if isinstance(request, PurgeRequest) and owner_pid(db) is None:
+        purged = _purge_unowned(db, request)
+        if purged is not None:  # seq 0: applied here, nothing was queued
+            return _report(args, Receipt(0, "accepted", str(purged)), f"{purged} in {db}")
     seq = submit(db, request)
     what = f"request #{seq} ({args.command})"
     owner = owner_pid(db)

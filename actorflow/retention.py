@@ -39,6 +39,9 @@ class Purged(NamedTuple):
     instances: int
     requests: int
 
+    def __str__(self) -> str:
+        return f"purged {self.instances} finished instance(s) and {self.requests} inbox request(s)"
+
 
 def retention_seconds(value: float | timedelta | None) -> float | None:
     """``Runtime(retention=)`` as seconds; ``None`` (and infinity) keep forever."""

@@ -595,9 +595,7 @@ class Runtime:
             raise ActorflowError(str(exc)) from None
         before = self.clock.now() - request.older_than
         purged = await self._purge_before(before, statuses, request.statuses is None)
-        return (
-            f"purged {purged.instances} finished instance(s) and {purged.requests} inbox request(s)"
-        )
+        return str(purged)
 
     def _inbox_payload(self, what: str, text: str | None) -> Any:
         """A payload's JSON text from the inbox as builtins, refused before it is decoded
