@@ -6,6 +6,7 @@ journaled in SQLite before the workflow sees it, and replay rebuilds the rest.
 """
 
 from actorflow import testing
+from actorflow.backup import backup
 from actorflow.context import Context
 from actorflow.errors import (
     ActorflowError,
@@ -55,6 +56,7 @@ __all__ = [
     "WorkflowCancelled",
     "WorkflowFailed",
     "__version__",
+    "backup",
     "configure_logging",
     "testing",
     "workflow",

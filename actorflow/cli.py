@@ -1,8 +1,9 @@
 """The ``actorflow`` command line: inspect a database and reach its runtime from a shell.
 
-``list`` and ``show`` read the file (never taking it over); ``send``, ``resolve``,
-``reject``, ``cancel`` and ``notify`` put a request in the database's inbox, which the
-owning runtime applies within about 100 ms, or at its next start when none runs.
+``list`` and ``show`` read the file (never taking it over), and ``backup`` copies it;
+``send``, ``resolve``, ``reject``, ``cancel``, ``notify`` and ``purge`` put a request in
+the database's inbox, which the owning runtime applies at once (``submit`` wakes it),
+or at its next start when none runs.
 When a runtime runs, a command waits briefly for its verdict and reports it (so a
 misspelt event or a payload of the wrong type fails the command); ``--wait`` waits
 until the runtime accepted or rejected the request, up to ``--timeout``.
@@ -13,9 +14,11 @@ rejected request, 2 for a usage error, 3 for a request still pending after ``--w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,11 +27,13 @@ from typing import Any, NoReturn
 import msgspec
 
 import actorflow
-from actorflow.errors import ActorflowError
+from actorflow.backup import backup
+from actorflow.errors import ActorflowError, DatabaseLocked
 from actorflow.events import check_name
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
+    PurgeRequest,
     Receipt,
     Request,
     ResolveRequest,
@@ -38,8 +43,10 @@ from actorflow.inbox import (
 )
 from actorflow.log import configure_logging
 from actorflow.reader import Details, Reader
+from actorflow.retention import FINISHED_STATES, Purged, purge, purge_statuses
 from actorflow.status import STATES, Status, Wait
 from actorflow.store.lock import owner_pid
+from actorflow.store.sqlite import SQLiteStore
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 MAX_PAYLOAD_TEXT = 1_048_576  # the runtime's default payload limit
@@ -110,6 +117,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("topics", nargs="+", metavar="TOPIC")
     _wait_options(p)
 
+    p = command("purge", "delete finished instances (and applied requests) older than DURATION")
+    p.add_argument(
+        "--older-than", required=True, type=duration, metavar="DURATION",
+        help="how long ago they finished: 30s, 90m, 12h, 7d, 2w",
+    )  # fmt: skip
+    p.add_argument(
+        "--status", action="append", type=finished_state, metavar="STATE",
+        help="only completed, failed or cancelled instances (repeatable); "
+        "without it, applied inbox requests are purged too",
+    )  # fmt: skip
+    _wait_options(p)
+
+    p = command("backup", "write a consistent copy of the database while its runtime runs")
+    p.add_argument("out", metavar="OUT", help="the copy's path (created private, mode 0600)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+
     p = command("ui", "serve a web page to see waiting instances and act on them")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free one)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -123,6 +146,33 @@ def _wait_options(p: argparse.ArgumentParser) -> None:
         "--wait", action="store_true", help="wait until the runtime accepted or rejected it"
     )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds --wait waits (default 10)")
+
+
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def duration(text: str) -> float:
+    """Seconds in a duration such as ``30s``, ``90m``, ``12h``, ``7d`` or ``2w``."""
+    number, unit = text[:-1], text[-1:].lower()
+    try:
+        value = float(number) if unit in DURATION_UNITS and number.strip() == number else -1.0
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: give a number and a unit, as in 30s, 90m, 12h, 7d or 2w"
+        )
+    return value * DURATION_UNITS[unit]
+
+
+def finished_state(text: str) -> str:
+    """A state ``purge --status`` takes: only finished ones."""
+    if text not in FINISHED_STATES:
+        what = "is unfinished and never purged" if text in STATES else "is not a state"
+        raise argparse.ArgumentTypeError(
+            f"{text!r} {what}; use {', '.join(sorted(FINISHED_STATES))}"
+        )
+    return text
 
 
 # -- payloads -------------------------------------------------------------------------
@@ -311,6 +361,8 @@ def _request(args: argparse.Namespace) -> Request:
         case "cancel":
             check_name(args.id, "an instance ID")
             return CancelRequest(args.id)
+        case "purge":
+            return PurgeRequest(args.older_than, args.status)
         case _:
             for topic in args.topics:
                 check_name(topic, "a topic")
@@ -331,9 +383,37 @@ def _check_target(db: Path, request: Request) -> None:
         )
 
 
+def _purge_unowned(db: Path, request: PurgeRequest) -> Purged | None:
+    """With no runtime on ``db``, purge it here, taking it over for the purge alone (the
+    log is folded first, as at any open); ``None`` if a runtime took it meanwhile."""
+
+    async def run() -> Purged | None:
+        store = SQLiteStore(db)
+        try:
+            await store.open()
+        except DatabaseLocked:
+            return None
+        try:
+            before = time.time() - request.older_than
+            statuses = purge_statuses(request.statuses)
+            return await purge(store, _folded, before, statuses, request.statuses is None)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+async def _folded() -> None:
+    """Opening the store folded the log into snapshots already: nothing left to fold."""
+
+
 def _deliver(db: Path, args: argparse.Namespace) -> int:
     request = _request(args)
     _check_target(db, request)
+    if isinstance(request, PurgeRequest) and owner_pid(db) is None:
+        purged = _purge_unowned(db, request)
+        if purged is not None:  # seq 0: applied here, nothing was queued
+            return _report(args, Receipt(0, "accepted", str(purged)), f"{purged} in {db}")
     seq = submit(db, request)
     what = f"request #{seq} ({args.command})"
     owner = owner_pid(db)
@@ -352,7 +432,8 @@ def _deliver(db: Path, args: argparse.Namespace) -> int:
         )
     found = wait_for_receipt(db, seq, args.timeout if args.wait else BRIEF_WAIT)
     if found.status == "accepted":
-        return _report(args, found, f"{what} accepted by process {owner}")
+        said = f": {found.reason}" if found.reason else ""  # a purge says what it deleted
+        return _report(args, found, f"{what} accepted by process {owner}{said}")
     if found.status == "rejected":
         return _report(args, found, f"{what} rejected: {found.reason}", EXIT_ERROR)
     if not args.wait:
@@ -392,6 +473,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "show":
         details = Reader(db).show(args.id)
         _emit_json(details) if args.json else _print_details(details)
+        return 0
+    if args.command == "backup":
+        size = backup(db, args.out, force=args.force)
+        if args.json:
+            _emit_json({"database": str(db), "backup": args.out, "bytes": size})
+        else:
+            print(f"backed up {db} to {args.out} ({size} bytes)")
         return 0
     return _deliver(db, args)
 

@@ -2,7 +2,8 @@
 
 A writer inserts a request row into the database's ``inbox`` table with plain
 ``sqlite3`` — no runtime needed, whether or not one runs. The owning runtime
-notices new rows (it watches ``PRAGMA data_version``), applies each request
+notices new rows (``submit`` wakes it, :mod:`actorflow.store.wake`; it also polls
+``PRAGMA data_version`` slowly, for writers that do not), applies each request
 exactly once and marks the row ``accepted`` or ``rejected`` with the reason, in
 the same transaction as the records the request produced. Requests wait in the
 table while no runtime runs and are applied, in order, before the next ``open()``
@@ -29,6 +30,7 @@ from actorflow.errors import ActorflowError, InvalidPayload
 from actorflow.events import describe_invalid
 from actorflow.store.base import InboxRow
 from actorflow.store.sqlite import connect_outside
+from actorflow.store.wake import ring
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
 """``Runtime``'s default ``max_payload_bytes``, which ``submit`` applies by default."""
@@ -66,7 +68,16 @@ class NotifyRequest(msgspec.Struct, tag="notify"):
     topics: list[str]
 
 
-Request = SendRequest | ResolveRequest | CancelRequest | NotifyRequest
+class PurgeRequest(msgspec.Struct, tag="purge"):
+    """``rt.purge(older_than, status=statuses)``: delete finished instances (and, without
+    ``statuses``, decided requests) older than ``older_than`` seconds by the runtime's
+    clock. Accepted with a reason that says how many were deleted."""
+
+    older_than: float
+    statuses: list[str] | None = None
+
+
+Request = SendRequest | ResolveRequest | CancelRequest | NotifyRequest | PurgeRequest
 """Anything the inbox carries."""
 
 REQUEST_DECODER = msgspec.json.Decoder(Request)
@@ -172,6 +183,7 @@ def submit(
 
     A payload or error text larger than ``max_payload_bytes`` (the runtime's default
     unless given) raises :class:`InvalidPayload` and nothing is queued.
+    Once the request is committed, the owning runtime (if one runs) is woken to apply it.
     """
     if isinstance(request, SendRequest | ResolveRequest):
         check_payload_size("the payload", request.payload, max_payload_bytes)
@@ -188,9 +200,11 @@ def submit(
             "INSERT INTO inbox (created_at, request) VALUES (?, ?)",
             (time.time(), row.decode()),
         )
-        return int(cur.lastrowid or 0)
+        seq = int(cur.lastrowid or 0)
     finally:
         conn.close()
+    ring(path)  # committed: wake the owner (if one runs) instead of waiting for its poll
+    return seq
 
 
 def receipt(path: str | Path, seq: int) -> Receipt:

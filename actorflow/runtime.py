@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import math
 import os
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
 
 from actorflow import codec
 from actorflow.actor import Actor, Call, Phase, Services
-from actorflow.clock import Clock, SystemClock
+from actorflow.backup import backup
+from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
+    PurgeRequest,
     ResolveRequest,
     SendRequest,
     bounded_reason,
@@ -42,10 +46,19 @@ from actorflow.records import (
     apply,
     new_snapshot,
 )
+from actorflow.retention import (
+    FINISHED_STATES,
+    Purged,
+    Retention,
+    purge,
+    purge_statuses,
+    retention_seconds,
+)
 from actorflow.status import STATES, Status, status_of
 from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
 from actorflow.store.base import InboxRow, Mark
+from actorflow.store.wake import InboxBell
 from actorflow.timers import TimerWheel
 from actorflow.tracing import TracerProvider, tracer_for
 from actorflow.workflow import Workflow
@@ -56,8 +69,10 @@ R = TypeVar("R")
 
 Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
-INBOX_POLL_MIN = 0.005
+INBOX_POLL_MIN = 0.005  # seconds between inbox polls when no wake socket could be bound
 INBOX_POLL_MAX = 0.05
+INBOX_FALLBACK_MIN = 1.0  # ... and with one: a datagram wakes the watcher, polls are a fallback
+INBOX_FALLBACK_MAX = 2.0
 REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
 REPLAY_DELAY_MAX = 1.0
 
@@ -69,6 +84,8 @@ class Runtime:
     instance; leaving stops the actors without cancelling instances, which resume at
     the next open. ``durability="full"`` syncs every commit to disk; ``"normal"``
     survives a crash of the process. ``clock`` governs every runtime time.
+    ``retention`` (a ``timedelta`` or seconds; ``None`` keeps forever): finished
+    instances and decided inbox requests older than that are deleted in the background.
     ``tracing=True`` (extra ``actorflow[otel]``) emits OpenTelemetry spans through the
     global tracer provider, or through the ``TracerProvider`` given instead of ``True``
     (see :mod:`actorflow.tracing`).
@@ -82,6 +99,7 @@ class Runtime:
         clock: Clock | None = None,
         max_payload_bytes: int = 1_048_576,
         checkpoint_every: int = 50_000,
+        retention: float | timedelta | None = None,
         tracing: bool | TracerProvider = False,
     ) -> None:
         if durability not in ("normal", "full"):
@@ -89,7 +107,11 @@ class Runtime:
         self.path = None if path is None else os.fspath(path)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
-        self._store: Store = MemoryStore() if path is None else SQLiteStore(path, durability)
+        self.retention = retention_seconds(retention)
+        self._store: Store = (
+            MemoryStore() if path is None else SQLiteStore(path, durability, self.clock.now)
+        )
+        self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
         self._actors: dict[str, Actor] = {}
         self._finished: dict[str, Snapshot] = {}  # ended since the last checkpoint
@@ -129,6 +151,8 @@ class Runtime:
             raise ActorflowError(f"a runtime opens once; this one is {self._state}")
         began = time.perf_counter()
         snapshots = await self._store.open()
+        # Listening before the first read: a request submitted after it rings the bell.
+        self._inbox_bell = InboxBell.listen(self.path)
         self._timers = TimerWheel(self.clock)
         self._writer = GroupWriter(
             self._store, self._committed, self._write_failed, self._checkpoint,
@@ -147,7 +171,14 @@ class Runtime:
         # Requests queued while no runtime ran are applied, in order, before open()
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)
-        self._spawn(self._watch_inbox(retry))
+        if self.path is not None:  # no other process can reach a store in memory
+            self._spawn(self._watch_inbox(retry))
+        if self.retention is not None:
+            self._retention = Retention(
+                self.retention, self.clock, self._timers.schedule, self._purge_before,
+                self._store.oldest_done,
+            )  # fmt: skip
+            self._retention.start()
         _log.info(
             "recovery.done",
             path=self.path,
@@ -203,8 +234,11 @@ class Runtime:
             raise
 
     async def _close(self) -> None:
+        self._inbox_bell.ring()  # the inbox watcher ends now, not at its next poll
         if self._replayer is not None:
             self._replayer.cancel()
+        if self._retention is not None:
+            await self._retention.stop()
         await self._settle_steps()
         if self._query_runs:  # queries only read: each wait runs its query again at reopen
             runs = list(self._query_runs)
@@ -220,6 +254,7 @@ class Runtime:
                 actor.stop()
                 if not actor.done.done():
                     actor.done.set_result(None)
+            self._inbox_bell.close()  # while still the owner: the socket is the owner's
             if self._tracing is not None:
                 self._tracing.close()
             await self._store.close()
@@ -477,17 +512,26 @@ class Runtime:
 
     # -- the inbox: requests from other processes -------------------------------------
     async def _watch_inbox(self, retry: bool) -> None:
-        # Polls one cheap PRAGMA (data_version) and backs off while nothing changes,
-        # so a request is seen within ~100 ms without scanning the table.
-        delay = INBOX_POLL_MIN
+        # Sleeps until inbox.submit's datagram rings the bell (store.wake), then reads
+        # the inbox at once. Polling one cheap PRAGMA (data_version), backing off while
+        # nothing changes, is only the fallback: slow with a wake socket (a lost
+        # datagram, a raw writer), fast as before without one.
+        bell = self._inbox_bell
+        least, most = (
+            (INBOX_FALLBACK_MIN, INBOX_FALLBACK_MAX)
+            if bell.listening
+            else (INBOX_POLL_MIN, INBOX_POLL_MAX)
+        )
+        delay = least
         while self._state == "open":
+            bell.clear()  # rings from now on announce rows this read may miss
             try:
                 found, retry = await self._apply_inbox(everything=retry)
             except Exception:  # a bug must not stop the inbox for good: log, try again
                 _log.exception("inbox.failed")
                 found, retry = False, True
-            delay = INBOX_POLL_MIN if found else min(delay * 2, INBOX_POLL_MAX)
-            await asyncio.sleep(delay)
+            delay = least if found else min(delay * 2, most)
+            await bell.wait(delay)
 
     async def _apply_inbox(self, everything: bool) -> tuple[bool, bool]:
         """Apply the pending inbox requests, in order, if any arrived (``everything``:
@@ -537,7 +581,11 @@ class Runtime:
                 case NotifyRequest():
                     await self.notify(*request.topics)
                     await self._writer.append_acked([], accepted)
+                case PurgeRequest():
+                    summary = await self._purge_request(request)
+                    await self._writer.append_acked([], ((seq, "accepted", summary),))
             _log.info("inbox.accepted", seq=seq)
+            self._decided()
         except (StoreError, RuntimeClosed) as exc:  # not the request's fault: it stays
             _log.warning("inbox.deferred", seq=seq, error=str(exc))
             return False
@@ -554,8 +602,26 @@ class Runtime:
                 await self._writer.append_acked([], ((seq, "rejected", reason),))
             except (StoreError, RuntimeClosed):
                 return False
+            self._decided()
         self._inbox_done.add(seq)
         return True
+
+    def _decided(self) -> None:
+        """An inbox request was just decided: retention deletes it once old."""
+        if self._retention is not None:
+            self._retention.noticed(self.clock.now())
+
+    async def _purge_request(self, request: PurgeRequest) -> str:
+        """Apply a purge from the inbox; the verdict says what it deleted."""
+        try:
+            statuses = purge_statuses(request.statuses)
+            if not (request.older_than >= 0 and math.isfinite(request.older_than)):
+                raise ValueError(f"older_than must be 0 or more seconds, got {request.older_than}")
+        except ValueError as exc:
+            raise ActorflowError(str(exc)) from None
+        before = self.clock.now() - request.older_than
+        purged = await self._purge_before(before, statuses, request.statuses is None)
+        return str(purged)
 
     def _inbox_payload(self, what: str, text: str | None) -> Any:
         """A payload's JSON text from the inbox as builtins, refused before it is decoded
@@ -672,6 +738,43 @@ class Runtime:
         self._check_open()
         await self._writer.checkpoint()
 
+    async def purge(
+        self, older_than: float | timedelta, *, status: str | Collection[str] | None = None
+    ) -> int:
+        """Delete the finished instances that finished more than ``older_than`` ago (by
+        the runtime's clock) and return how many; without ``status`` also the inbox
+        requests decided that long ago. ``status`` (``"completed"``, ``"failed"``,
+        ``"cancelled"`` or a collection of them) limits which instances; unfinished
+        ones are never deleted (``ValueError`` if named). A deleted instance is unknown
+        from then on: its status raises :class:`ActorflowError`, its ID starts anew.
+        """
+        self._check_open()
+        age = seconds(older_than, "older_than")
+        if age is None or math.isnan(age) or age < 0:
+            raise ValueError(f"older_than must be a duration of 0 or more, got {older_than!r}")
+        statuses = purge_statuses(status)
+        purged = await self._purge_before(self.clock.now() - age, statuses, status is None)
+        return purged.instances
+
+    async def backup(self, out: str | os.PathLike[str], *, force: bool = False) -> int:
+        """Write a consistent copy of this runtime's database to ``out`` while it keeps
+        running (see :func:`actorflow.backup`, run in a thread); returns its size in
+        bytes. An in-memory runtime has no file: :class:`StoreError`."""
+        self._check_open()
+        if self.path is None:
+            raise StoreError("an in-memory runtime has no database file to back up")
+        return await asyncio.to_thread(backup, self.path, out, force=force)
+
+    async def _purge_before(
+        self, before: float, statuses: Collection[str] = FINISHED_STATES, requests: bool = True
+    ) -> Purged:
+        purged = await purge(self._store, self._writer.checkpoint, before, statuses, requests)
+        if purged.instances or purged.requests:
+            _log.info("store.purged", instances=purged.instances, requests=purged.requests)
+            self._change.set()  # followers (the web page) see the deleted instances go
+            self._change = asyncio.Event()
+        return purged
+
     async def changed(self) -> None:
         """Return after the next commit of records of any instance: a seam for code that
         follows the runtime, such as the web page of ``actorflow.ui``."""
@@ -768,6 +871,8 @@ class Runtime:
         if not actor.done.done():
             actor.done.set_result(None)
         snapshot = actor.snapshot
+        if self._retention is not None:
+            self._retention.noticed(snapshot.finished_at or self.clock.now())
         error = snapshot.error
         _log.info(
             "workflow." + snapshot.status,
@@ -914,7 +1019,10 @@ class Runtime:
     def idle(self) -> bool:
         """Nothing being written, no step or query running."""
         return self._state != "open" or (
-            self._writer.idle and self._busy == 0 and not self._query_runs
+            self._writer.idle
+            and self._busy == 0
+            and not self._query_runs
+            and not (self._retention is not None and self._retention.busy)
         )
 
 

@@ -45,6 +45,8 @@ def report(name: str, rows: list[dict[str, Any]], extra: dict[str, Any], out: st
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.3f}" if value < 100 else f"{value:,.0f}"
     return str(value)

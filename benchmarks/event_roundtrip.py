@@ -1,10 +1,24 @@
-"""N instances each wait for one event; send them all; measure the durable round trip.
+"""N instances each wait for one event; send them; measure the durable round trip.
 
-Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal] [--json PATH]
+Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
+     [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--json PATH]
 
-Reports starts/s, events/s, p50/p99 send-to-resume latency and memory per waiting
-instance, next to a same-run baseline of plain asyncio futures (one task per waiter,
-resolved by ``set_result``), so the ratio says what durability costs.
+Three measurements, each for actorflow and for same-run baselines:
+
+- burst: all N events sent at once (events/s, send-to-resume p50/p99);
+- steady: N events sent at a fixed rate, ``--steady`` (0.5) times actorflow's burst
+  rate of this run, the same rate for every run (latency p50/p99);
+- single: one event at a time with N instances parked (send-to-resume p50/p99).
+
+Baselines: plain asyncio futures (no durability at all); asyncio + sqlite3 group
+commit (the durable floor: a writer task commits everything queued in one loop turn
+with one ``executemany`` in one transaction on one worker thread, as aiosqlite does,
+then resolves one future per event); and, for single events, a raw sqlite3 INSERT +
+COMMIT with the same ``synchronous`` (``FULL`` with ``--durability full``). Ratios
+compare actorflow with the group-commit baseline: burst events/s, and steady p50
+latency (baseline p50 / actorflow p50, so higher is better, 1.0 is parity).
+Targets (issue #13): burst and steady >= 0.25; single p50 < 0.2 ms (normal) and
+within 2x of the raw sqlite3 commit (full).
 """
 
 from __future__ import annotations
@@ -12,16 +26,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import sqlite3
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import msgspec
 from _common import percentile, report, rss_bytes
 
 import actorflow as af
 
 wake = af.Event("bench.wake", int)
 resumed: dict[str, float] = {}
+Stats = dict[str, Any]
 
 
 @af.workflow(name="bench.roundtrip")
@@ -31,8 +51,29 @@ async def roundtrip(ctx: af.Context[None]) -> int:
     return value
 
 
-async def baseline(n: int) -> dict[str, float]:
-    """The same shape with plain futures: n tasks park on a future each."""
+def latency_stats(prefix: str, lat_ms: list[float]) -> Stats:
+    if not lat_ms:
+        return {}
+    return {f"{prefix}_p50_ms": percentile(lat_ms, 50), f"{prefix}_p99_ms": percentile(lat_ms, 99)}
+
+
+async def paced(n: int, rate: float, send: Callable[[int], Awaitable[None]]) -> float:
+    """Send events 0..n-1 at ``rate`` per second, each in its own task; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    t0 = loop.time()
+    for i in range(n):
+        due = t0 + i / rate
+        if due > loop.time():
+            await asyncio.sleep(due - loop.time())
+        tasks.append(loop.create_task(send(i)))  # type: ignore[arg-type]
+    await asyncio.gather(*tasks)
+    return loop.time() - t0
+
+
+# -- baseline 1: plain futures ------------------------------------------------------------
+async def futures_baseline(n: int) -> Stats:
+    """n tasks park on a future each; resolving it is the 'event'."""
     loop = asyncio.get_running_loop()
     futures = [loop.create_future() for _ in range(n)]
     woke: list[float] = [0.0] * n
@@ -59,86 +100,249 @@ async def baseline(n: int) -> dict[str, float]:
     lat = [(woke[i] - sent_at[i]) * 1e3 for i in range(n)]
     return {
         "starts_per_s": n / started,
-        "events_per_s": n / elapsed,
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
+        "burst_events_per_s": n / elapsed,
+        **latency_stats("burst", lat),
         "bytes_per_waiter": (rss1 - rss0) / n,
     }
 
 
-async def durable(n: int, path: Path | None, durability: str) -> dict[str, float]:
-    """actorflow: n instances wait for an event, then all events are sent at once."""
+# -- baseline 2: asyncio + sqlite3 group commit --------------------------------------------
+class GroupCommitLog:
+    """The durable floor: events queued in one loop turn are committed by one writer task
+    in one transaction (one ``executemany``) on one worker thread; each event's future is
+    resolved after its commit."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute(f"PRAGMA synchronous={synchronous}")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS log (wf TEXT, record BLOB)")
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="group-commit")
+        self._queue: list[tuple[tuple[str, bytes], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def append(self, wf: str, record: bytes) -> asyncio.Future[None]:
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append(((wf, record), future))
+        self._wakeup.set()
+        return future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await loop.run_in_executor(self._thread, self._commit, [row for row, _ in batch])
+                for _, future in batch:
+                    future.set_result(None)
+
+    def _commit(self, rows: list[tuple[str, bytes]]) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._conn.executemany("INSERT INTO log VALUES (?, ?)", rows)
+        self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._thread.shutdown()
+        self._conn.close()
+
+
+async def group_commit_baseline(
+    path: Path, synchronous: str, n: int, rate: float | None, singles: int
+) -> Stats:
+    """Parked tasks woken after their event is committed by the group-commit writer."""
+    log = GroupCommitLog(path, synchronous)
+    stats: Stats = {}
+    try:
+        stats.update(await group_commit_mode(log, "single", singles, None))
+        stats.update(await group_commit_mode(log, "burst", n, None))
+        if rate is not None:
+            stats.update(await group_commit_mode(log, "steady", n, rate))
+    finally:
+        await log.close()
+    return stats
+
+
+async def group_commit_mode(
+    log: GroupCommitLog, mode: str, count: int, rate: float | None
+) -> Stats:
+    """One measurement (single, burst or steady) of ``count`` events on ``log``."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = [loop.create_future() for _ in range(count)]
+    woke = [0.0] * count
+    sent = [0.0] * count
+
+    async def waiter(i: int) -> None:
+        await futures[i]
+        woke[i] = time.perf_counter()
+
+    async def send(i: int) -> None:
+        sent[i] = time.perf_counter()
+        await log.append(f"w{i}", msgspec.msgpack.encode(["event", f"w{i}", "bench.wake", i]))
+        futures[i].set_result(i)
+
+    waiters = [loop.create_task(waiter(i)) for i in range(count)]
+    await asyncio.sleep(0)
+    t0 = time.perf_counter()
+    if mode == "single":
+        for i in range(count):
+            await send(i)
+            await waiters[i]
+    elif mode == "burst":
+        await asyncio.gather(*(send(i) for i in range(count)))
+    else:
+        assert rate is not None
+        await paced(count, rate, send)
+    await asyncio.gather(*waiters)
+    elapsed = time.perf_counter() - t0
+    stats = latency_stats(mode, [(woke[i] - sent[i]) * 1e3 for i in range(count)])
+    if mode == "burst":
+        stats["burst_events_per_s"] = count / elapsed
+    return stats
+
+
+# -- baseline 3: one raw sqlite3 commit -----------------------------------------------------
+def raw_commit_baseline(path: Path, synchronous: str, samples: int) -> Stats:
+    """One INSERT + COMMIT at a time, no event loop: what one durable event costs at least."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("CREATE TABLE IF NOT EXISTS log (wf TEXT, record BLOB)")
+    record = msgspec.msgpack.encode(["event", "w0", "bench.wake", 0])
+    lat = []
+    for i in range(samples):
+        t0 = time.perf_counter()
+        conn.execute("INSERT INTO log VALUES (?, ?)", (f"w{i}", record))
+        lat.append((time.perf_counter() - t0) * 1e3)
+    conn.close()
+    return latency_stats("single", lat)
+
+
+# -- actorflow -------------------------------------------------------------------------------
+async def actorflow_run(
+    n: int, path: Path | None, durability: str, steady: float | None, singles: int
+) -> Stats:
+    """n instances (plus ``singles`` for the single-event samples, and n more for the
+    steady mode) park on an event; then single sends, a burst, and a paced run."""
     resumed.clear()
     gc.collect()
     rss0 = rss_bytes()
+    stats: Stats = {}
     async with af.Runtime(path, durability=durability) as rt:  # type: ignore[arg-type]
         t0 = time.perf_counter()
-        handles = await asyncio.gather(*(rt.start(roundtrip, id=f"w{i}") for i in range(n)))
-        started = time.perf_counter() - t0
+        burst_ids = [f"b{i}" for i in range(n)]
+        handles = await asyncio.gather(*(rt.start(roundtrip, id=i) for i in burst_ids))
+        stats["starts_per_s"] = n / (time.perf_counter() - t0)
         gc.collect()
-        rss1 = rss_bytes()
+        stats["bytes_per_waiter"] = (rss_bytes() - rss0) / n
+        single_ids = [f"s{i}" for i in range(singles)]
+        steady_ids = [f"r{i}" for i in range(n)] if steady is not None else []
+        for ids in (single_ids, steady_ids):
+            await asyncio.gather(*(rt.start(roundtrip, id=i) for i in ids))
         sent_at: dict[str, float] = {}
 
-        async def send(i: int) -> None:
-            sent_at[f"w{i}"] = time.perf_counter()
-            await rt.send(f"w{i}", wake, i)
+        async def send(wf: str, value: int) -> None:
+            sent_at[wf] = time.perf_counter()
+            await rt.send(wf, wake, value)
+
+        def lat(ids: list[str]) -> list[float]:
+            return [(resumed[i] - sent_at[i]) * 1e3 for i in ids]
+
+        # Single events first, with all of the others parked.
+        for i, wf in enumerate(single_ids):
+            await send(wf, i)
+            await rt.handle(wf).result()
+        stats.update(latency_stats("single", lat(single_ids)))
 
         t1 = time.perf_counter()
-        await asyncio.gather(*(send(i) for i in range(n)))
+        await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
         results = await asyncio.gather(*(h.result() for h in handles))
-        elapsed = time.perf_counter() - t1
+        stats["burst_events_per_s"] = n / (time.perf_counter() - t1)
         assert results == list(range(n))
-    lat = [(resumed[k] - sent_at[k]) * 1e3 for k in sent_at]
-    return {
-        "starts_per_s": n / started,
-        "events_per_s": n / elapsed,
-        "p50_ms": percentile(lat, 50),
-        "p99_ms": percentile(lat, 99),
-        "bytes_per_waiter": (rss1 - rss0) / n,
+        stats.update(latency_stats("burst", lat(burst_ids)))
+
+        if steady is not None:
+            rate = steady * stats["burst_events_per_s"]
+
+            async def paced_send(i: int) -> None:
+                await send(steady_ids[i], i)
+                await rt.handle(steady_ids[i]).result()
+
+            stats["steady_rate"] = rate
+            stats["steady_seconds"] = await paced(n, rate, paced_send)
+            stats.update(latency_stats("steady", lat(steady_ids)))
+    return stats
+
+
+async def run(args: argparse.Namespace) -> None:
+    synchronous = "FULL" if args.durability == "full" else "NORMAL"
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    base = await futures_baseline(args.n)
+    with tempfile.TemporaryDirectory() as tmp:
+        flow = await actorflow_run(
+            args.n, Path(tmp) / "bench.db", args.durability, args.steady, args.single
+        )
+        rate = flow.get("steady_rate")
+        group = await group_commit_baseline(
+            Path(tmp) / "group.db", synchronous, args.n, rate, args.single
+        )
+        raw = raw_commit_baseline(Path(tmp) / "raw.db", synchronous, max(args.single, 200))
+        memory = await actorflow_run(args.n, None, args.durability, None, 0)
+        memory.pop("bytes_per_waiter")  # the same objects as on SQLite; RSS noise here
+    columns = [
+        "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
+        "single_p50_ms", "single_p99_ms", "starts_per_s", "bytes_per_waiter",
+    ]  # fmt: skip
+    runs = [
+        ("asyncio futures (no durability)", base),
+        (f"asyncio+sqlite3 group commit ({synchronous})", group),
+        (f"raw sqlite3 commit ({synchronous})", raw),
+        (f"actorflow sqlite ({args.durability})", flow),
+        ("actorflow in memory", memory),
+    ]
+    rows = [{"run": name, **{c: stats.get(c) for c in columns}} for name, stats in runs]
+    ratios = {
+        "burst_vs_group_commit": flow["burst_events_per_s"] / group["burst_events_per_s"],
+        "steady_p50_vs_group_commit": (
+            group["steady_p50_ms"] / flow["steady_p50_ms"] if rate is not None else None
+        ),
+        "single_p50_vs_raw_commit": flow["single_p50_ms"] / raw["single_p50_ms"],
+        "burst_vs_futures": flow["burst_events_per_s"] / base["burst_events_per_s"],
+        "bytes_vs_futures": flow["bytes_per_waiter"] / max(base["bytes_per_waiter"], 1),
     }
+    extra = {
+        "n": args.n,
+        "loop": loop_kind,
+        "durability": args.durability,
+        "steady_rate_per_s": rate,
+        "single_samples": args.single,
+        **ratios,
+        "targets": "burst/steady >= 0.25; single p50 < 0.2 ms (normal), <= 2x raw (full)",
+    }
+    name = f"event_roundtrip-{loop_kind}-{args.durability}"
+    report(name, rows, extra, args.json)
 
 
-async def single_latency(path: Path, samples: int) -> dict[str, float]:
-    """Send-to-resume latency of one event at a time on an otherwise idle runtime."""
-    resumed.clear()
-    lat = []
-    async with af.Runtime(path) as rt:
-        for i in range(samples):
-            h = await rt.start(roundtrip, id=f"s{i}")
-            t = time.perf_counter()
-            await rt.send(h.id, wake, i)
-            await h.result()
-            lat.append((resumed[h.id] - t) * 1e3)
-    return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
-
-
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--durability", default="normal", choices=["normal", "full"])
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--steady", type=float, default=0.5, help="fraction of burst rate")
+    parser.add_argument("--single", type=int, default=300, help="single-event samples")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    base = await baseline(args.n)
-    with tempfile.TemporaryDirectory() as tmp:
-        sqlite = await durable(args.n, Path(tmp) / "bench.db", args.durability)
-        memory = await durable(args.n, None, args.durability)
-        single = await single_latency(Path(tmp) / "single.db", 500)
-    rows = [
-        {"run": "asyncio futures (baseline)", **base},
-        {"run": f"actorflow sqlite ({args.durability})", **sqlite},
-        {"run": "actorflow in memory", **memory},
-    ]
-    ratios = {
-        "sqlite_events_vs_baseline": sqlite["events_per_s"] / base["events_per_s"],
-        "sqlite_bytes_vs_baseline": sqlite["bytes_per_waiter"] / max(base["bytes_per_waiter"], 1),
-    }
-    report(
-        "event_roundtrip",
-        rows,
-        {"n": args.n, "single_event_latency_sqlite": single, **ratios},
-        args.json,
-    )
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(run(args))
+    else:
+        asyncio.run(run(args))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import actorflow as af
+
+LOOP = os.environ.get("ACTORFLOW_LOOP", "asyncio")
+"""The host event loop the tests run on: ``asyncio`` (default) or ``uvloop``
+(``ACTORFLOW_LOOP=uvloop python -m pytest ...``, as ``.ci/run`` does for the core)."""
+
+if LOOP == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """Every asyncio test runs on a uvloop loop."""
+        return {"uvloop": uvloop.new_event_loop}
+
+elif LOOP != "asyncio":
+    raise pytest.UsageError(f"ACTORFLOW_LOOP must be 'asyncio' or 'uvloop', got {LOOP!r}")
 
 
 @pytest.fixture

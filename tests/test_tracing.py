@@ -367,12 +367,15 @@ async def test_a_run_resumed_after_restart_is_a_new_span(
     assert linked_ids(wait) == [span_id(traced.one("send tr.answer"))]
 
 
-async def test_start_in_a_span_links_the_run_to_it(runtime: Make, traced: Traced) -> None:
+async def test_start_in_a_span_links_the_run_to_it(
+    runtime: Make, traced: Traced, clock: af.testing.ManualClock
+) -> None:
     app_tracer = traced.provider.get_tracer("app")
     async with runtime(tracing=traced.provider) as rt:
         with app_tracer.start_as_current_span("POST /orders") as request:
             h = await rt.start(order_flow, "o-4", id="order-4")
         await rt.send(h.id, answer, {"ok": True})
+        await clock.settle()  # consumed (and parked on its timer) before the close
 
     run = traced.one("workflow.run tr.order")
     assert run.parent is None

@@ -59,9 +59,31 @@ class Store(Protocol):
         """Stored snapshots, optionally filtered by status and workflow name."""
         ...
 
+    async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
+        """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
+        that finished at or before ``before`` (oldest first, one transaction); return how many
+        were deleted. Unfinished instances are never deleted."""
+        ...
+
+    async def purge_inbox(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` inbox requests decided at or before ``before`` (oldest first,
+        one transaction); return how many were deleted."""
+        ...
+
+    async def oldest_done(self) -> float | None:
+        """The earliest time a stored finished instance finished or an inbox request was
+        decided; ``None`` when there is neither."""
+        ...
+
     async def close(self) -> None:
         """Release the file; the store cannot be used afterwards."""
         ...
+
+
+def finished_at(snapshot: Snapshot) -> float:
+    """When a finished instance finished (its last update: a finished snapshot changes
+    no more, which is what lets SQLite index it by ``updated_at``)."""
+    return snapshot.finished_at if snapshot.finished_at is not None else snapshot.updated_at
 
 
 async def fold_log(

@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
-from actorflow.store.base import InboxRow, Mark
+from actorflow.store.base import InboxRow, Mark, finished_at
 
 
 class MemoryStore:
@@ -19,6 +19,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._wal: list[bytes] = []
         self._snapshots: dict[str, bytes] = {}
+        self._finished: dict[str, tuple[float, str]] = {}  # id -> (finished_at, status)
 
     async def open(self) -> list[Snapshot]:
         """A new in-memory store has nothing to recover."""
@@ -40,7 +41,31 @@ class MemoryStore:
         encode = RECORD_ENCODER.encode
         for s in snapshots:
             self._snapshots[s.id] = encode(s)
+            if s.finished:
+                self._finished[s.id] = (finished_at(s), s.status)
+            else:
+                self._finished.pop(s.id, None)
         self._wal.clear()
+
+    async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
+        """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
+        that finished at or before ``before``, oldest first; return how many were deleted."""
+        due = sorted(
+            (at, i)
+            for i, (at, status) in self._finished.items()
+            if at <= before and status in statuses
+        )[:limit]
+        for _, i in due:
+            del self._finished[i], self._snapshots[i]
+        return len(due)
+
+    async def purge_inbox(self, before: float, limit: int) -> int:
+        """There is no inbox in memory."""
+        return 0
+
+    async def oldest_done(self) -> float | None:
+        """When the oldest stored finished instance finished (``None``: there is none)."""
+        return min((at for at, _ in self._finished.values()), default=None)
 
     async def load(self, instance_id: str) -> Snapshot | None:
         """A stored snapshot, decoded anew."""

@@ -32,7 +32,7 @@ from actorflow.store.files import DatabaseFile, hold, let_go
 from actorflow.store.lock import OwnerLock
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
-SCHEMA_VERSION = 2  # 2: the inbox table
+SCHEMA_VERSION = 3  # 2: the inbox table; 3: indexes for retention
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS inbox (
     decided_at REAL
 );
 CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (status, seq);
+"""
+# Retention deletes by age: finished instances by ``updated_at`` (a finished snapshot
+# changes no more, so it is its ``finished_at``) and decided requests by ``decided_at``.
+# Partial indexes: running instances and pending requests cost them nothing.
+RETENTION_INDEXES = """
+CREATE INDEX IF NOT EXISTS snapshots_finished ON snapshots (updated_at)
+    WHERE status != 'running';
+CREATE INDEX IF NOT EXISTS inbox_decided ON inbox (decided_at) WHERE decided_at IS NOT NULL;
 """
 SCHEMA = (
     """
@@ -64,8 +72,9 @@ CREATE TABLE snapshots (
 CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
 """
     + INBOX_SCHEMA
+    + RETENTION_INDEXES
 )
-MIGRATIONS = {1: INBOX_SCHEMA}
+MIGRATIONS = {1: INBOX_SCHEMA, 2: RETENTION_INDEXES}
 """What takes a file from schema version N to N + 1."""
 
 
@@ -151,9 +160,15 @@ def connect_outside(path: str | os.PathLike[str]) -> sqlite3.Connection:
 class SQLiteStore:
     """A :class:`~actorflow.store.Store` on one SQLite file, through aiosqlite."""
 
-    def __init__(self, path: str | os.PathLike[str], durability: Durability = "normal") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        durability: Durability = "normal",
+        now: Callable[[], float] = time.time,
+    ) -> None:
         self.path = Path(path)
         self.durability = durability
+        self._now = now  # stamps inbox verdicts: retention ages them by the runtime's clock
         self._db: aiosqlite.Connection | None = None
         self._lock = OwnerLock(self.path)
         self._file: DatabaseFile | None = None
@@ -246,14 +261,22 @@ class SQLiteStore:
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # One hop to aiosqlite's thread for a whole transaction instead of one per
         # statement: the group commit's latency is mostly these hops.
+        # aiosqlite's worker keeps its last job referenced until the next one arrives:
+        # the job lets go of ``fn`` (and the batch or snapshots it holds) once it ran,
+        # so an idle runtime does not keep its last transaction's data alive.
         db = self.db
-        return await db._execute(fn, db._conn)  # type: ignore[no-any-return,no-untyped-call]
+        job = [fn]
+
+        def run(conn: sqlite3.Connection) -> T:
+            return job.pop()(conn)
+
+        return await db._execute(run, db._conn)  # type: ignore[no-any-return,no-untyped-call]
 
     async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
         """Append ``records`` in one transaction, as one row (the batch is the unit),
         together with the verdicts on the inbox requests that produced them."""
         blob = RECORD_ENCODER.encode(records) if records else None
-        now = time.time()
+        now = self._now()
 
         def insert(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
@@ -286,6 +309,50 @@ class SQLiteStore:
             await self._in_thread(replace)
         except sqlite3.Error as exc:
             raise StoreError(f"could not checkpoint {self.path}: {exc}") from exc
+
+    async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
+        """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
+        that finished at or before ``before``, oldest first; return how many were deleted."""
+        wanted = [s for s in statuses if s != "running"]
+        if not wanted:
+            return 0
+        sql = (
+            "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots"
+            " INDEXED BY snapshots_finished WHERE status != 'running' AND updated_at <= ?"
+            f" AND status IN ({','.join('?' * len(wanted))}) ORDER BY updated_at LIMIT ?)"
+        )
+        return await self._delete(sql, (before, *wanted, limit))
+
+    async def purge_inbox(self, before: float, limit: int) -> int:
+        """Delete up to ``limit`` inbox requests decided at or before ``before``, oldest first."""
+        sql = (
+            "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox"
+            " WHERE decided_at IS NOT NULL AND decided_at <= ? ORDER BY decided_at LIMIT ?)"
+        )
+        return await self._delete(sql, (before, limit))
+
+    async def _delete(self, sql: str, params: tuple[object, ...]) -> int:
+        def delete(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                return conn.execute(sql, params).rowcount
+
+        try:
+            return await self._in_thread(delete)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not purge {self.path}: {exc}") from exc
+
+    async def oldest_done(self) -> float | None:
+        """When the oldest stored finished instance finished, or the oldest decided inbox
+        request was decided, whichever is earlier; ``None`` when there is neither."""
+        with self._reading():
+            finished = await self._scalar(
+                "SELECT min(updated_at) FROM snapshots WHERE status != 'running'"
+            )
+            decided = await self._scalar(
+                "SELECT min(decided_at) FROM inbox WHERE decided_at IS NOT NULL"
+            )
+        found = [float(t) for t in (finished, decided) if isinstance(t, int | float)]
+        return min(found, default=None)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
