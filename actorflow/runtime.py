@@ -9,7 +9,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -66,6 +66,7 @@ from actorflow.workflow import lookup as lookup_workflow
 from actorflow.writer import GroupWriter
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 Durability = Literal["normal", "full"]
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
@@ -282,6 +283,16 @@ class Runtime:
             # that one is left behind (logged above) rather than holding the close forever.
             await asyncio.wait(pending, timeout=STEP_GRACE)
 
+    async def _reading(self, read: Awaitable[T]) -> T:
+        """A read of the store; one that fails because the runtime closed meanwhile (its
+        connection is gone) raises :class:`RuntimeClosed`, as any call on a closed runtime."""
+        try:
+            return await read
+        except StoreError:
+            if self._state != "open":
+                raise RuntimeClosed(f"the runtime is {self._state}") from None
+            raise
+
     def _check_open(self) -> None:
         if self._state != "open":
             raise RuntimeClosed(f"the runtime is {self._state}; open it with `async with`")
@@ -348,7 +359,7 @@ class Runtime:
 
         async def flush() -> None:
             try:
-                found = await self._store.workflows_of(lookups)
+                found = await self._reading(self._store.workflows_of(lookups))
             except Exception as exc:
                 for futures in lookups.values():
                     for future in futures:
@@ -369,7 +380,7 @@ class Runtime:
         found = self._finished.get(instance_id)
         if found is not None:
             return found
-        return await self._store.load(instance_id)
+        return await self._reading(self._store.load(instance_id))
 
     # -- events ----------------------------------------------------------------------
     async def send(
@@ -668,7 +679,7 @@ class Runtime:
             raise ActorflowError(f"unknown status in {sorted(wanted)}; use {sorted(STATES)}")
         name = workflow.name if isinstance(workflow, Workflow) else workflow
         found: dict[str, Status] = {}
-        for snapshot in await self._store.list(None, name):
+        for snapshot in await self._reading(self._store.list(None, name)):
             found[snapshot.id] = status_of(snapshot, with_events=False)
         for snapshot in self._finished.values():
             found[snapshot.id] = status_of(snapshot, with_events=False)

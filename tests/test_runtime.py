@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -368,3 +369,29 @@ async def test_gather_of_waits_is_all_of(runtime: Make) -> None:
         await rt.send(h.id, a)
         await rt.send(h.id, b, "bee")
         assert await h.result(timeout=5) == ["bee", None, "g"]
+
+
+async def test_a_store_read_cut_short_by_close_raises_runtime_closed(db: Path) -> None:
+    """A call that was reading the store when the runtime closed (its connection gone)
+    raises ``RuntimeClosed``, as calls on a closed runtime do, not a store error."""
+    rt = af.Runtime(db)
+    await rt.open()
+    store = rt._store
+    closed = asyncio.Event()
+    close, load = store.close, store.load
+
+    async def close_then_say() -> None:
+        await close()
+        closed.set()
+
+    async def load_after_close(instance_id: str) -> Any:
+        await closed.wait()
+        return await load(instance_id)
+
+    store.close = close_then_say  # type: ignore[method-assign]
+    store.load = load_after_close  # type: ignore[method-assign]
+    reading = asyncio.ensure_future(rt.handle("unknown-id").status())
+    await asyncio.sleep(0)
+    await rt.close()
+    with pytest.raises(af.RuntimeClosed):
+        await reading
