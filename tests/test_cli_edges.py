@@ -65,6 +65,7 @@ def test_ctrl_c_of_the_agent_example_is_quiet(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=interruptible,
     )
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -74,3 +75,9 @@ def test_ctrl_c_of_the_agent_example_is_quiet(tmp_path: Path) -> None:
     out, err = proc.communicate(timeout=30)
     assert "stopped; the agent is stored" in out
     assert "never retrieved" not in err and "Traceback" not in err, err
+
+
+def interruptible() -> None:
+    """In the child: Ctrl-C is KeyboardInterrupt even when the tests run where SIGINT is
+    ignored (a background job), which the child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

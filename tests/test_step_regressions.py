@@ -190,7 +190,10 @@ CTRL_C_CHILD = textwrap.dedent(
 def test_ctrl_c_during_a_sync_step_stores_its_result(tmp_path: Path) -> None:
     db, marker = tmp_path / "ctrl_c.db", tmp_path / "runs.log"
     command = [sys.executable, "-c", CTRL_C_CHILD, str(db), str(marker)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=interruptible,
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 20
         while not (marker.exists() and marker.read_text()):
@@ -551,3 +554,9 @@ async def test_cancelling_the_main_task_stores_the_step_in_flight(db: Path, cloc
         await rt.send("main", go)
         assert await rt.handle("main").result(timeout=5) == "a:1"
     assert gate.runs == 1
+
+
+def interruptible() -> None:
+    """In the child: Ctrl-C is KeyboardInterrupt even when the tests run where SIGINT is
+    ignored (a background job), which the child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
