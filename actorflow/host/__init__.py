@@ -1,0 +1,1 @@
+"""What hosts instances: the directory of instances, the executor of side effects, the writer."""
