@@ -31,7 +31,7 @@ from actorflow.errors import (
 )
 from actorflow.events import lookup_name
 from actorflow.log import logger as _log
-from actorflow.loop import InstanceLoop, host_loop
+from actorflow.loop import InstanceLoop
 from actorflow.records import (
     CancelRequested,
     Effect,
@@ -129,7 +129,7 @@ class Actor:
         "_conditions", "_context", "_mail_by_name", "_mail_by_token", "_outcomes",
         "_reserved", "_returned", "_unwritten", "_used_tokens", "_waits_by_name",
         "_waits_by_token",
-        "calls", "definition", "detail", "done", "held", "id", "loop", "next_event_id",
+        "calls", "definition", "detail", "held", "id", "loop", "next_event_id",
         "next_seq", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
 
@@ -149,7 +149,6 @@ class Actor:
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
         self.task: asyncio.Task[Any] | None = None
-        self.done: asyncio.Future[None] = host_loop().create_future()
         # Live indexes: unbound waits and unconsumed, unreserved events, oldest first.
         self._waits_by_name: dict[str, dict[int, Call]] = {}
         self._waits_by_token: dict[str, Call] = {}
@@ -254,6 +253,32 @@ class Actor:
             with contextlib.suppress(RuntimeError):  # a `finally` that awaits cannot finish
                 task.get_coro().close()
             self.loop.drop()
+
+    @property
+    def parked(self) -> bool:
+        """Whether the instance is live and waits on nothing but events, timers, conditions
+        and queries that do not poll, with nothing of its own being decided: it can be
+        unloaded and later replayed to this same point."""
+        if self.phase is not Phase.LIVE or self.task is None or self.task.done():
+            return False
+        if self._returned or self._unwritten or self._reserved or not self.calls:
+            return False
+        for call in self.calls.values():
+            if call.bound or call.future.done() or call.kind == "step":
+                return False
+            if call.kind == "query" and call.spec[3] is not None:
+                return False
+        return True
+
+    def unload(self) -> None:
+        """Drop the parked coroutine and what it holds (timers, query watches, mailbox
+        indexes), writing nothing: the instance is replayed when it has work again."""
+        if self.services.tracing is not None:
+            self.services.tracing.run_suspended(self.id)
+        for call in self.calls.values():
+            self._unregister(call)
+        self.stop()
+        self.release()
 
     def release(self) -> None:
         """The instance has finished: drop what refers back to this actor, so that
@@ -470,6 +495,10 @@ class Actor:
         if self.services.tracing is not None:
             self.services.tracing.event_sent(self.id, event_id, name, token is not None)
         return self.services.writer.append_acked(records, marks)
+
+    def can_take(self, token: str) -> bool:
+        """Whether the instance can still take an event for its token ``token``."""
+        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not self.token_used(token)
 
     def token_used(self, token: str) -> bool:
         """Whether an event was already sent (or is being written) for ``token``."""
@@ -696,11 +725,7 @@ class Actor:
 
     def _record_waits(self) -> None:
         # Stored so that other processes (the CLI) see what the instance waits on.
-        waits = [
-            WaitSpec(c.kind, None if c.kind == "timer" else c.name, c.token, c.deadline)
-            for c in self.calls.values()
-            if not c.bound and not c.future.done()
-        ]
+        waits = [_spec(c) for c in self.calls.values() if not c.bound and not c.future.done()]
         state = None
         if self.state is not None:
             try:
@@ -742,3 +767,12 @@ class Actor:
         if any(c.kind == "step" for c in self.calls.values()):
             return "running"
         return "waiting" if self.open_waits() else "running"
+
+
+def _spec(call: Call) -> WaitSpec:
+    """A call as stored in the instance's ``waiting`` list."""
+    name = None if call.kind == "timer" else call.name
+    if call.kind == "query" and call.spec is not None:
+        _, _, topics, every = call.spec
+        return WaitSpec(call.kind, name, call.token, call.deadline, topics, every is not None)
+    return WaitSpec(call.kind, name, call.token, call.deadline)

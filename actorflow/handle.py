@@ -51,30 +51,38 @@ class Handle(Generic[R]):
         """
         rt = self._runtime
         rt._check_open()
-        actor = rt._actors.get(self.id)
-        if actor is not None:
-            limit = seconds(timeout, "timeout")
-            if actor.held is None:  # running, or frozen by a failed write until replayed
-                try:
-                    if limit is None:  # no wait_for: it would cost a task per caller
-                        await asyncio.shield(actor.done)
-                    else:
-                        await asyncio.wait_for(asyncio.shield(actor.done), limit)
-                except TimeoutError:
-                    raise WaitTimeout(
-                        f"workflow {self.id!r} did not finish within {limit} s"
-                    ) from None
-            current = rt._actors.get(self.id)  # a replacement replayed after a failed write
-            if current is not None and current.held is not None:
-                raise current.held
-            snapshot = actor.snapshot  # shared with any replacement
-            if not snapshot.finished:
+        limit = seconds(timeout, "timeout")
+        held = rt._held(self.id)
+        if held is not None:
+            raise held
+        found = await rt._lookup(self.id)
+        if found is None:
+            raise ActorflowError(f"no workflow instance with id {self.id!r}")
+        snapshot = found
+        if not snapshot.finished:
+            # Whoever waits for the result wants the instance running: an unloaded one
+            # is loaded, so that code that no longer replays its history says so.
+            await rt._directory.load(self.id)
+            held = rt._held(self.id)
+            if held is not None:
+                raise held
+            done = rt._directory.done(self.id)
+            try:
+                if limit is None:  # no wait_for: it would cost a task per caller
+                    await asyncio.shield(done)
+                else:
+                    await asyncio.wait_for(asyncio.shield(done), limit)
+            except TimeoutError:
+                raise WaitTimeout(f"workflow {self.id!r} did not finish within {limit} s") from None
+            held = rt._held(self.id)
+            if held is not None:
+                raise held
+            current = rt._directory.in_memory(self.id)
+            if current is None and not rt.closed:  # checkpointed meanwhile
+                current = await rt._lookup(self.id)
+            if current is None or not current.finished:
                 raise RuntimeClosed(f"the runtime closed before {self.id!r} finished")
-        else:
-            found = await rt._lookup(self.id)
-            if found is None:
-                raise ActorflowError(f"no workflow instance with id {self.id!r}")
-            snapshot = found
+            snapshot = current
         self._workflow = snapshot.workflow
         return self._outcome(snapshot)
 

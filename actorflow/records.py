@@ -110,6 +110,8 @@ class WaitSpec(msgspec.Struct, array_like=True, frozen=True):
     name: str | None
     token: str | None
     deadline: float | None
+    topics: tuple[str, ...] = ()  # a query's: rt.notify of one of them re-runs it
+    polls: bool = False  # a query re-run every ``every``: its instance stays loaded
 
 
 class Waiting(msgspec.Struct, tag="waiting", array_like=True):

@@ -21,6 +21,7 @@ from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
+from actorflow.host.directory import Directory
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
@@ -39,11 +40,11 @@ from actorflow.queries import QueryWatch
 from actorflow.records import (
     AttemptFailed,
     CancelRequested,
+    EventSent,
     Record,
     Snapshot,
     Started,
     Value,
-    apply,
     new_snapshot,
 )
 from actorflow.retention import (
@@ -89,7 +90,10 @@ class Runtime:
     instances and decided inbox requests older than that are deleted in the background.
     ``tracing=True`` (extra ``actorflow[otel]``) emits OpenTelemetry spans through the
     global tracer provider, or through the ``TracerProvider`` given instead of ``True``
-    (see :mod:`actorflow.tracing`).
+    (see :mod:`actorflow.tracing`). ``max_loaded``: at most this many instances stay
+    loaded (their coroutine in memory); the least recently active parked ones beyond it
+    are unloaded and replayed when they have something to do (``None``: never unload).
+    Which instances are loaded is invisible but for memory and :attr:`loaded`.
     """
 
     def __init__(
@@ -102,9 +106,11 @@ class Runtime:
         checkpoint_every: int = 50_000,
         retention: float | timedelta | None = None,
         tracing: bool | TracerProvider = False,
+        max_loaded: int | None = 10_000,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
+        _check_max_loaded(max_loaded)
         self.path = None if path is None else os.fspath(path)
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
@@ -114,10 +120,7 @@ class Runtime:
         )
         self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
-        self._actors: dict[str, Actor] = {}
-        self._finished: dict[str, Snapshot] = {}  # ended since the last checkpoint
-        self._dirty: set[str] = set()
-        self._tokens: dict[str, str] = {}
+        self._directory = Directory(self._store, self.clock, self._resume, max_loaded)
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._lookups: dict[str, list[asyncio.Future[str | None]]] = {}
         # Applied requests the store may still list as pending; trimmed to what each
@@ -146,8 +149,27 @@ class Runtime:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
+    @property
+    def max_loaded(self) -> int | None:
+        """At most this many instances stay loaded (``None``: no limit); settable, and
+        lowering it unloads parked instances down to it."""
+        return self._directory.max_loaded
+
+    @max_loaded.setter
+    def max_loaded(self, value: int | None) -> None:
+        _check_max_loaded(value)
+        self._directory.max_loaded = value
+        if self._state == "open":
+            self._directory.unload_idle(self._writer.queued_instances)
+
+    @property
+    def loaded(self) -> int:
+        """How many instances are loaded now (their coroutine in memory)."""
+        return len(self._directory.loaded)
+
     async def open(self) -> None:
-        """Open the store and resume every unfinished instance."""
+        """Open the store and resume the unfinished instances that have something to do
+        (the others are loaded when they do)."""
         if self._state != "new":
             raise ActorflowError(f"a runtime opens once; this one is {self._state}")
         began = time.perf_counter()
@@ -163,12 +185,16 @@ class Runtime:
             self._writer, self.clock, self._timers, self._run_step, self._run_query,
             self._instance_finished, self._tracing,
         )  # fmt: skip
+        self._directory.attach(self._writer, self._timers)
         self._state = "open"
         attach = getattr(self.clock, "attach", None)
         if attach is not None:
             attach(self)
         for snapshot in snapshots:
             self._resume(snapshot)
+        now = self.clock.now()
+        self._directory.watch(now, await self._store.next_wake(now))
+        self._directory.unload_idle(self._writer.queued_instances)
         # Requests queued while no runtime ran are applied, in order, before open()
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)
@@ -189,24 +215,21 @@ class Runtime:
 
     def _resume(
         self, snapshot: Snapshot, replacing: Actor | None = None, resumed: bool = True
-    ) -> None:
+    ) -> Actor:
         actor = Actor(self._services, snapshot, lookup_workflow(snapshot.workflow))
         if self._tracing is not None:  # (a replacement goes on with the same run)
             self._tracing.run_started(actor.id, snapshot.workflow, resumed=resumed)
         if replacing is not None:
-            # Event ids of sends still being written to the old actor stay unique, and
-            # callers of h.result() on the old actor follow the new one.
+            # Event ids of sends still being written to the old actor stay unique.
             replacing.stop()
             actor.next_event_id = max(actor.next_event_id, replacing.next_event_id)
-            actor.done = replacing.done
-        self._actors[actor.id] = actor
-        for token in snapshot.tokens:
-            self._tokens[token] = actor.id
+        self._directory.add(actor)
         try:
             actor.start()
         except Exception as exc:  # registered first: held, its records still checkpointed
             _log.exception("workflow.start_failed", workflow_id=actor.id)
             actor.apply_failed("its stored records", exc)
+        return actor
 
     async def close(self) -> None:
         """Stop: give steps in flight a short grace, write what is queued, checkpoint.
@@ -251,10 +274,9 @@ class Runtime:
         finally:
             self._timers.close()
             self._state = "closed"
-            for actor in self._actors.values():
+            for actor in self._directory.loaded.values():
                 actor.stop()
-                if not actor.done.done():
-                    actor.done.set_result(None)
+            self._directory.close()
             self._inbox_bell.close()  # while still the owner: the socket is the owner's
             if self._tracing is not None:
                 self._tracing.close()
@@ -342,10 +364,7 @@ class Runtime:
 
     async def _workflow_of(self, instance_id: str) -> str | None:
         """The workflow of an existing instance; store look-ups of one loop turn are batched."""
-        actor = self._actors.get(instance_id)
-        if actor is not None:
-            return actor.snapshot.workflow
-        found = self._finished.get(instance_id)
+        found = self._directory.in_memory(instance_id)
         if found is not None:
             return found.workflow
         future: asyncio.Future[str | None] = host_loop().create_future()
@@ -373,14 +392,14 @@ class Runtime:
 
         self._spawn(flush())
 
+    def _held(self, instance_id: str) -> ActorflowError | None:
+        """The error of a loaded instance held by its runtime (``None``: not held)."""
+        actor = self._directory.loaded.get(instance_id)
+        return actor.held if actor is not None else None
+
     async def _lookup(self, instance_id: str) -> Snapshot | None:
-        actor = self._actors.get(instance_id)
-        if actor is not None:
-            return actor.snapshot
-        found = self._finished.get(instance_id)
-        if found is not None:
-            return found
-        return await self._reading(self._store.load(instance_id))
+        """An instance's current snapshot, wherever it is; never loads it."""
+        return await self._reading(self._directory.lookup(instance_id))
 
     # -- events ----------------------------------------------------------------------
     async def send(
@@ -415,8 +434,10 @@ class Runtime:
         self._check_open()
         definition = lookup(event)
         payload, error_text = self._payload(definition, value, error, cancelled)
-        actor = await self._live_actor(check_name(workflow_id, "an instance ID"))
-        await actor.offer(definition.name, None, payload, error_text, cancelled, None, marks)
+        check_name(workflow_id, "an instance ID")
+        await self._deliver(
+            workflow_id, definition.name, None, payload, error_text, cancelled, None, marks
+        )
         _log.info("event.sent", workflow_id=workflow_id, name=definition.name)
 
     async def resolve(self, event_id: str, value: Any = None) -> None:
@@ -439,28 +460,112 @@ class Runtime:
         self, token: str, value: Any, error: str | BaseException | None, marks: Sequence[Mark]
     ) -> None:
         self._check_open()
-        actor = self._token_actor(token)
-        made = actor.snapshot.tokens[token]
+        snapshot = await self._token_owner(token)
+        made = snapshot.tokens[token]
         definition = lookup(made.name)
         payload, error_text = self._payload(definition, value, error, False)
-        await actor.offer(made.name, token, payload, error_text, False, made.created_at, marks)
-        _log.info("event.resolved", workflow_id=actor.id, name=made.name)
+        await self._deliver(
+            snapshot.id, made.name, token, payload, error_text, False, made.created_at, marks
+        )
+        _log.info("event.resolved", workflow_id=snapshot.id, name=made.name)
 
-    def _token_actor(self, token: str) -> Actor:
-        """The live instance that can still take ``token``; one error, naming no token,
-        for every token that cannot be used, so that it tells nothing about tokens."""
+    async def _token_owner(self, token: str) -> Snapshot:
+        """The snapshot of the unfinished instance that can still take ``token``; one
+        error, naming no token, for every token that cannot be used, so that it tells
+        nothing about tokens. (Checked again, atomically, when the event is offered.)"""
         if not isinstance(token, str):
             raise ActorflowError(f"an event token is a string, got {type_name(token)}")
-        actor = self._actors.get(self._tokens.get(token, ""))
-        if (
-            actor is None
-            or actor.phase in (Phase.FINISHING, Phase.FINISHED)
-            or actor.token_used(token)
-        ):
-            raise ActorflowError(
-                "this event token is unknown, already used, or its workflow has finished"
-            )
-        return actor
+        if not token.isascii():  # no token is: not worth a look in the store
+            raise ActorflowError(_UNUSABLE_TOKEN)
+        owner = await self._reading(self._directory.token_owner(token))
+        snapshot = None if owner is None else await self._lookup(owner)
+        if snapshot is None or snapshot.finished or token not in snapshot.tokens:
+            raise ActorflowError(_UNUSABLE_TOKEN)
+        actor = self._directory.loaded.get(snapshot.id)
+        if actor is not None and not actor.can_take(token):
+            raise ActorflowError(_UNUSABLE_TOKEN)
+        if actor is None and any(e.token == token for e in snapshot.events):
+            raise ActorflowError(_UNUSABLE_TOKEN)
+        return snapshot
+
+    async def _deliver(
+        self,
+        workflow_id: str,
+        name: str,
+        token: str | None,
+        payload: bytes | None,
+        error: str | None,
+        cancelled: bool,
+        created_at: float | None,
+        marks: Sequence[Mark],
+    ) -> None:
+        """Offer an event to its instance, loaded or not; returns once it is durable. An
+        unloaded instance gets it in its mailbox without being loaded; once committed,
+        the instance is loaded if its wait (or a handler) takes it."""
+        directory = self._directory
+        while True:
+            actor = directory.loaded.get(workflow_id)
+            if actor is not None:
+                if token is not None and not actor.can_take(token):
+                    raise ActorflowError(_UNUSABLE_TOKEN)
+                await actor.offer(name, token, payload, error, cancelled, created_at, marks)
+                return
+            if (pending := self._starting.get(workflow_id)) is not None:
+                await asyncio.wait([pending])
+                continue
+            if workflow_id in directory.loading:
+                await directory.load(workflow_id)
+                continue
+            snapshot = directory.in_memory(workflow_id)
+            if snapshot is None:
+                snapshot = await self._lookup(workflow_id)
+                if workflow_id in directory.loaded or directory.in_memory(workflow_id):
+                    continue  # it changed while being read: look again
+            if snapshot is None:
+                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+            if snapshot.finished:
+                raise ActorflowError(
+                    f"workflow instance {workflow_id!r} has finished ({snapshot.status}); "
+                    "it takes no more events"
+                )
+            if token is not None and directory.token_sent(snapshot, token):
+                raise ActorflowError(_UNUSABLE_TOKEN)
+            now = self.clock.now()
+            sent = EventSent(
+                workflow_id, directory.next_event_id(snapshot), name, token, payload, error,
+                cancelled, now if created_at is None else created_at, now,
+            )  # fmt: skip
+            await self._write_unloaded(snapshot, [sent], marks)
+            if self._tracing is not None:
+                self._tracing.event_sent(workflow_id, sent.id, name, token is not None)
+            return
+
+    def _write_unloaded(
+        self, snapshot: Snapshot, records: builtins.list[Record], marks: Sequence[Mark]
+    ) -> asyncio.Future[None]:
+        """Write records of an unloaded instance, its snapshot pinned in memory meanwhile."""
+        self._directory.pin(snapshot)
+        try:
+            written = self._writer.append_acked(records, marks)
+        except BaseException:
+            self._directory.unpin(snapshot.id)
+            raise
+        written.add_done_callback(lambda _: self._directory.unpin(snapshot.id))
+        return written
+
+    def _takes(self, snapshot: Snapshot, sent: EventSent) -> bool:
+        """Whether an unloaded instance's wait, or a handler of its workflow, takes ``sent``."""
+        definition = lookup_workflow(snapshot.workflow)
+        if definition is not None and sent.name in definition.handlers:
+            return True
+        for wait in snapshot.waiting:
+            if wait.kind == "event" and (
+                wait.token == sent.token
+                if sent.token is not None
+                else wait.token is None and wait.name == sent.name
+            ):
+                return True
+        return False
 
     def _payload(
         self, event: Event[Any], value: Any, error: str | BaseException | None, cancelled: bool
@@ -490,28 +595,19 @@ class Runtime:
             return None, text
         return event.encode(value, self.max_payload_bytes), None
 
-    async def _live_actor(self, workflow_id: str) -> Actor:
-        actor = self._actors.get(workflow_id)
-        if actor is not None:
-            if actor.phase in (Phase.FINISHING, Phase.FINISHED):
-                raise ActorflowError(
-                    f"workflow instance {workflow_id!r} has finished; it takes no more events"
-                )
-            return actor
-        if (pending := self._starting.get(workflow_id)) is not None:
-            await asyncio.wait([pending])
-            return await self._live_actor(workflow_id)
-        snapshot = await self._lookup(workflow_id)
-        if snapshot is None:
-            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-        raise ActorflowError(
-            f"workflow instance {workflow_id!r} has finished ({snapshot.status}); "
-            "it takes no more events"
-        )
-
     async def notify(self, *topics: str) -> None:
         """Re-run the ``ctx.wait_for`` queries listening on ``topics``; returns after they ran."""
         self._check_open()
+        # Unloaded instances listening on them are loaded (their query runs as they go live).
+        unloaded = await self._reading(self._store.listening(topics))
+        unloaded += [
+            s.id
+            for s in self._directory.unsaved.values()
+            if any(w.kind == "query" and set(w.topics) & set(topics) for w in s.waiting)
+        ]
+        for instance_id in unloaded:
+            if instance_id not in self._directory.loaded:
+                await self._directory.load(instance_id)
         runs = [
             run
             for topic in topics
@@ -574,7 +670,7 @@ class Runtime:
             request = parse_row(row, self.max_payload_bytes)
             match request:
                 case SendRequest():
-                    event = self._inbox_event(request.event, request.instance)
+                    event = await self._inbox_event(request.event, request.instance)
                     what = f"payload for event {event.name!r}"
                     value = self._inbox_payload(what, request.payload)
                     await self._send(
@@ -583,7 +679,7 @@ class Runtime:
                 case ResolveRequest():
                     # The token first: an unusable one gets the same error whatever the
                     # payload, and no payload is decoded for it.
-                    self._token_actor(request.token)
+                    await self._token_owner(request.token)
                     value = self._inbox_payload("the payload", request.payload)
                     await self._resolve(request.token, value, request.error, accepted)
                 case CancelRequest():
@@ -640,21 +736,23 @@ class Runtime:
         check_payload_size(what, text, self.max_payload_bytes)
         return decode_payload(what, text)
 
-    def _inbox_event(self, name: str, instance_id: str) -> Event[Any]:
+    async def _inbox_event(self, name: str, instance_id: str) -> Event[Any]:
         """The event named by an inbox send; an unknown name is rejected saying which
         events by name the instance waits on, as the sender may have misspelt it."""
         try:
             return lookup(name)
         except ActorflowError:
             check_name(name, "an event name")
-        actor = self._actors.get(instance_id)
+        snapshot = await self._lookup(instance_id)
+        if snapshot is not None and snapshot.finished:
+            snapshot = None
         waits = sorted(
-            {w.name for w in actor.snapshot.waiting if w.kind == "event" and w.name and not w.token}
-            if actor is not None
+            {w.name for w in snapshot.waiting if w.kind == "event" and w.name and not w.token}
+            if snapshot is not None
             else ()
         )
         text = f"no event named {name!r} is defined in the process that runs this database"
-        if actor is not None:
+        if snapshot is not None:
             text += f"; instance {instance_id!r} waits on " + (
                 ", ".join(f"event {w!r}" for w in waits) if waits else "no event by name"
             )
@@ -664,8 +762,8 @@ class Runtime:
     def handle(self, workflow_id: str) -> Handle[Any]:
         """A handle on instance ``workflow_id`` (cheap; an unknown id fails on first use)."""
         check_name(workflow_id, "an instance ID")
-        actor = self._actors.get(workflow_id)
-        return Handle(self, workflow_id, actor.snapshot.workflow if actor else None)
+        found = self._directory.in_memory(workflow_id)
+        return Handle(self, workflow_id, found.workflow if found else None)
 
     async def list(
         self,
@@ -678,12 +776,19 @@ class Runtime:
         if wanted is not None and not wanted <= STATES:
             raise ActorflowError(f"unknown status in {sorted(wanted)}; use {sorted(STATES)}")
         name = workflow.name if isinstance(workflow, Workflow) else workflow
+        # The store filters what it holds; instances in memory (whose stored row may be
+        # older) are shown as they are now. Snapshots in memory change in place, so those
+        # taken before the read are never older than what it returns, even if a
+        # checkpoint meanwhile let go of them.
+        directory = self._directory
+        in_memory = directory.memory_snapshots()
         found: dict[str, Status] = {}
-        for snapshot in await self._reading(self._store.list(None, name)):
+        for snapshot in await self._reading(self._store.list(wanted, name)):
+            if snapshot.id not in in_memory:
+                found[snapshot.id] = status_of(snapshot, with_events=False)
+        for snapshot in in_memory.values():
             found[snapshot.id] = status_of(snapshot, with_events=False)
-        for snapshot in self._finished.values():
-            found[snapshot.id] = status_of(snapshot, with_events=False)
-        for actor in self._actors.values():
+        for actor in directory.loaded.values():
             found[actor.id] = status_of(actor.snapshot, actor, with_events=False)
         return sorted(
             (
@@ -697,7 +802,7 @@ class Runtime:
     async def status(self, workflow_id: str) -> Status:
         """The status of one instance (used by handles)."""
         self._check_open()
-        actor = self._actors.get(workflow_id)
+        actor = self._directory.loaded.get(workflow_id)
         if actor is not None:
             return status_of(actor.snapshot, actor)
         snapshot = await self._lookup(workflow_id)
@@ -711,9 +816,14 @@ class Runtime:
 
     async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
-        actor = self._actors.get(workflow_id)
-        if actor is None and await self._lookup(workflow_id) is None:
+        directory = self._directory
+        actor = directory.loaded.get(workflow_id)
+        snapshot = actor.snapshot if actor is not None else await self._lookup(workflow_id)
+        if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        # An unloaded instance is loaded first: its code (or, held, its runtime) ends it
+        # exactly as a loaded one's would.
+        actor = None if snapshot.finished else await directory.load(workflow_id)
         # A cancel while another is being written is that one: a second CancelRequested
         # would interrupt the cleanup the first one starts.
         pending = self._cancelling.get(workflow_id)
@@ -733,8 +843,7 @@ class Runtime:
 
     def _request_cancel(self, workflow_id: str, marks: Sequence[Mark]) -> asyncio.Future[None]:
         """Write the instance's one CancelRequested; cancels until it is committed share it."""
-        record = CancelRequested(workflow_id, self.clock.now())
-        written = self._writer.append_acked([record], marks)
+        written = self._writer.append_acked([CancelRequested(workflow_id, self.clock.now())], marks)
         self._cancelling[workflow_id] = written
 
         def forget(done: asyncio.Future[None]) -> None:
@@ -797,40 +906,43 @@ class Runtime:
         # snapshot still has the record, so the checkpoint keeps it) and the rest of the
         # batch, other instances included, is applied as if nothing happened.
         self._replay_delay = REPLAY_DELAY_MIN
-        dirty = self._dirty
         for record in batch:
-            dirty.add(record.wf)
             try:
                 self._apply(record)
             except Exception as exc:
                 self._apply_failed(record, exc)
         self._change.set()
         self._change = asyncio.Event()
+        self._directory.unload_idle(self._writer.queued_instances)
 
     def _apply(self, record: Record) -> None:
         wf = record.wf
-        actor = self._actors.get(wf)
+        directory = self._directory
+        actor = directory.loaded.get(wf)
         if actor is not None:
+            directory.dirty.add(wf)
+            directory.touch(actor)
             actor.committed(record)
             if isinstance(record, Value) and record.kind == "create_event":
-                self._tokens[codec.decoder(str).decode(record.value)] = wf
+                directory.tokens[codec.decoder(str).decode(record.value)] = wf
         elif isinstance(record, Started):
+            directory.dirty.add(wf)
             self._resume(new_snapshot(record), resumed=False)
             _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
-        elif (snapshot := self._finished.get(wf)) is not None:
-            apply(snapshot, record)
+        else:
+            directory.committed(record, self._takes)
 
     def _apply_failed(self, record: Record, error: Exception) -> None:
         what = f"a committed {type(record).__name__} record"
         _log.exception("workflow.apply_failed", workflow_id=record.wf, record=what)
-        actor = self._actors.get(record.wf)
+        actor = self._directory.loaded.get(record.wf)
         if actor is not None:
             actor.apply_failed(what, error)
 
     def _write_failed(self, batch: builtins.list[Record], error: StoreError) -> None:
         _log.error("store.write_failed", error=str(error), records=len(batch))
         for wf in {r.wf for r in batch}:
-            actor = self._actors.get(wf)
+            actor = self._directory.loaded.get(wf)
             if actor is not None:
                 if actor.phase is not Phase.HELD:
                     self._frozen.add(wf)
@@ -853,23 +965,14 @@ class Runtime:
             if self._state != "open":
                 return
             for wf in frozen:
-                actor = self._actors.get(wf)
+                actor = self._directory.loaded.get(wf)
                 if actor is not None and actor.phase is Phase.HELD and actor.held is None:
                     _log.info("workflow.replayed", workflow_id=wf, reason="write failed")
                     self._resume(actor.snapshot, replacing=actor)
 
     async def _checkpoint(self) -> None:
-        snapshots = list(self._finished.values())
-        for wf in self._dirty:
-            actor = self._actors.get(wf)
-            if actor is not None:
-                snapshots.append(actor.snapshot)
-        await self._store.checkpoint(snapshots)
-        for snapshot in self._finished.values():
-            for token in snapshot.tokens:
-                self._tokens.pop(token, None)
-        self._finished.clear()
-        self._dirty.clear()
+        await self._store.checkpoint(await self._directory.to_checkpoint())
+        self._directory.checkpointed()
 
     def _instance_finished(self, actor: Actor) -> None:
         if self._tracing is not None:
@@ -877,10 +980,7 @@ class Runtime:
             error_type = None if error is None else error.type
             self._tracing.run_ended(actor.id, actor.snapshot.status, error_type)
         actor.release()
-        self._actors.pop(actor.id, None)
-        self._finished[actor.id] = actor.snapshot
-        if not actor.done.done():
-            actor.done.set_result(None)
+        self._directory.ended(actor)
         snapshot = actor.snapshot
         if self._retention is not None:
             self._retention.noticed(snapshot.finished_at or self.clock.now())
@@ -968,7 +1068,7 @@ class Runtime:
             return  # abandoned at close: never stored
         # A step is not interrupted by its instance ending (cancelled while it ran): its
         # result is still stored, beside the instance's end, while that is in memory.
-        if actor.phase in (Phase.LIVE, Phase.FINISHING) or actor.id in self._finished:
+        if actor.phase in (Phase.LIVE, Phase.FINISHING) or actor.id in self._directory.finished:
             self._writer.append([outcome])
 
     async def _attempt(
@@ -1034,6 +1134,7 @@ class Runtime:
             and self._busy == 0
             and not self._query_runs
             and not (self._retention is not None and self._retention.busy)
+            and not self._directory.busy
         )
 
 
@@ -1042,3 +1143,11 @@ def _abandoned(actor: Actor, call: Call) -> bool:
     new attempt of it starts (a cleanup step started after the cancel is awaited, and
     retries as usual)."""
     return actor.snapshot.cancel_requested and call.future.cancelled()
+
+
+_UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"
+
+
+def _check_max_loaded(value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or value < 0):
+        raise ValueError(f"max_loaded must be a whole number of 0 or more, or None; got {value!r}")

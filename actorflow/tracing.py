@@ -66,6 +66,10 @@ _sending: contextvars.ContextVar[Span | None] = contextvars.ContextVar(
 )
 
 
+MAX_KEPT_SENDS = 10_000
+"""How many unloaded instances' unconsumed sends are remembered for their next run."""
+
+
 @dataclass(slots=True, eq=False)
 class _Run:
     """The spans of one instance's run in this process."""
@@ -115,6 +119,9 @@ class Tracing:
         self._context = context
         self._runs: dict[str, _Run] = {}
         self._starters: dict[str, SpanContext] = {}  # by instance ID, until its run starts
+        # Sends to instances not loaded, by instance ID then event id, until a run of it
+        # starts here (bounded: the oldest are forgotten first).
+        self._sends: dict[str, dict[int, SpanContext]] = {}
 
     # -- runs --------------------------------------------------------------------------
     def starting(self, instance_id: str) -> None:
@@ -140,7 +147,24 @@ class Tracing:
             },
             links=links,
         )
-        self._runs[instance_id] = _Run(span)
+        self._runs[instance_id] = _Run(span, sends=self._sends.pop(instance_id, {}))
+
+    def run_suspended(self, instance_id: str) -> None:
+        """Instance ``instance_id`` was unloaded (passivated): its run in this process
+        ends ``suspended``; the sends it has not consumed wait for its next run."""
+        run = self._runs.pop(instance_id, None)
+        if run is None:
+            return
+        self._end_waits(run, "unloaded")
+        if run.sends:
+            self._keep_sends(instance_id, run.sends)
+        run.span.set_attribute("actorflow.status", "suspended")
+        run.span.end()
+
+    def _keep_sends(self, instance_id: str, sends: dict[int, SpanContext]) -> None:
+        self._sends[instance_id] = sends
+        while len(self._sends) > MAX_KEPT_SENDS:
+            del self._sends[next(iter(self._sends))]
 
     def run_ended(self, instance_id: str, status: str, error_type: str | None) -> None:
         """Instance ``instance_id`` finished with ``status``."""
@@ -162,6 +186,7 @@ class Tracing:
             run.span.set_attribute("actorflow.status", "suspended")
             run.span.end()
         self._starters.clear()
+        self._sends.clear()
 
     def _end_waits(self, run: _Run, how: str) -> None:
         for span in run.waits.values():
@@ -311,3 +336,7 @@ class Tracing:
                 span.add_link(run.span.get_span_context())
         if run is not None:
             run.sends[event_id] = span.get_span_context()
+        else:  # stored for an unloaded instance: its next run links to this send
+            kept = self._sends.pop(instance_id, {})
+            kept[event_id] = span.get_span_context()
+            self._keep_sends(instance_id, kept)

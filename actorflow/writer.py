@@ -59,6 +59,10 @@ class GroupWriter:
             and not self._checkpoint_waiters
         )  # fmt: skip
 
+    def queued_instances(self) -> set[str]:
+        """Ids of the instances with records queued and not yet being written."""
+        return {record.wf for record in self._pending}
+
     def append(self, records: list[Record]) -> None:
         """Queue records to be written in order; no acknowledgement."""
         if self._closed:

@@ -104,8 +104,7 @@ async def pings_of(rt: af.Runtime, instance: str) -> list[str]:
 async def stored_pings(path: Path, instance: str) -> list[int]:
     """The payloads of the events stored for ``instance``, after a reopen."""
     async with af.Runtime(path) as rt:
-        actor = rt._actors.get(instance)
-        snapshot = actor.snapshot if actor else await rt._lookup(instance)
+        snapshot = await rt._lookup(instance)
         assert snapshot is not None
         return [ping.decode(e.payload) for e in snapshot.events]
 

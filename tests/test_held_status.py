@@ -119,6 +119,9 @@ async def test_a_held_instance_is_cancelled_without_running_its_code(
         define(name, two)
     async with af.Runtime(db, clock=clock) as rt:
         h = rt.handle("h1")
+        if cause == "diverged":  # found when it is loaded: opening replays no parked one
+            with pytest.raises(af.NonDeterminismError):
+                await h.result(timeout=5)
         assert (await h.status()).detail is not None
         await h.cancel()
         with pytest.raises(af.WorkflowCancelled):
@@ -129,3 +132,19 @@ async def test_a_held_instance_is_cancelled_without_running_its_code(
     async with af.Runtime(db, clock=clock) as rt:
         status = await rt.handle("h1").status()
         assert status.state == "cancelled" and status.detail is None
+
+
+async def test_a_cancel_ends_an_unloaded_instance_whose_code_diverged(
+    db: Path, clock: af.testing.ManualClock
+) -> None:
+    """The cancel loads it, the replay diverges, and the held instance ends cancelled."""
+    name = "held.cancel.unloaded"
+    await park(db, clock, name)
+    define(name, two)
+    async with af.Runtime(db, clock=clock) as rt:
+        h = rt.handle("h1")
+        assert (await h.status()).detail is None  # not loaded: not replayed yet
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert (await h.status()).state == "cancelled"

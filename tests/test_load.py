@@ -150,7 +150,9 @@ async def test_ten_thousand_instances_and_a_storm_of_sends(tmp_path: Path) -> No
         # Finished instances leave memory at the next checkpoint (their snapshots are
         # then on disk only); the runtime keeps no per-instance state after that.
         await rt.checkpoint()
-        assert not rt._actors and not rt._finished and not rt._tokens and not rt._starting
+        directory = rt._directory
+        assert rt.loaded == 0 and not directory.finished and not directory.unsaved
+        assert not directory.tokens and not rt._starting
         after_objects, after_blocks = live_objects()
 
     print(

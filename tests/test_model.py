@@ -258,7 +258,8 @@ async def abandon(rt: af.Runtime) -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    for actor in rt._actors.values():
+    rt._directory.close()  # no more loads
+    for actor in rt._directory.loaded.values():
         actor.loop.drop()
     # A write already handed to aiosqlite's thread finishes (or not) before the close
     # runs on that thread: the file then holds whole committed batches and nothing else.

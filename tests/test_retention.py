@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from old_schema import make_version_2
 
 import actorflow as af
 from actorflow.cli import duration
@@ -347,13 +348,11 @@ async def test_schema_2_file_gains_the_retention_indexes(db: Path) -> None:
     async with af.Runtime(db) as rt:
         await rt.start(gate, id="old")
     with sqlite3.connect(db) as conn:  # what a version-2 file looked like
-        conn.execute("DROP INDEX snapshots_finished")
-        conn.execute("DROP INDEX inbox_decided")
-        conn.execute("PRAGMA user_version=2")
+        make_version_2(conn)
     async with af.Runtime(db) as rt:
         assert await ids(rt, "waiting") == {"old"}
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert {"snapshots_finished", "inbox_decided"} <= names
     async with af.Runtime(db) as rt:  # the purge uses the new index by name

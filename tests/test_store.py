@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from old_schema import make_version_1, make_version_3
 
 import actorflow as af
 from actorflow.records import Finished, Outcome, Started
@@ -137,12 +139,49 @@ async def test_store_folds_records_written_directly(db: Path) -> None:
     await store.close()
 
 
+token_reply = af.Event("store.token", int)
+
+
+@af.workflow(name="store.tokened")
+async def tokened(ctx: af.Context[None]) -> int:
+    ref = await ctx.create_event(token_reply)
+    return await ctx.wait_event(ref, timeout=timedelta(hours=1))
+
+
+async def test_schema_3_file_gains_the_passivation_indexes(
+    db: Path, clock: af.testing.ManualClock
+) -> None:
+    """Migrating fills state, wake and the token index from the stored snapshots, so
+    that unloaded instances are found by status filter, deadline and token."""
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.start(wait_once, id="by-name")
+        tokens = [await rt.start(tokened, id=f"t{i}") for i in range(3)]
+        await (await rt.start(wait_once, id="done")).cancel()
+        await clock.advance(0)
+        stored = {h.id: (await h.status()) for h in tokens}
+    with sqlite3.connect(db) as conn:
+        make_version_3(conn)
+    async with af.Runtime(db, clock=clock, max_loaded=1) as rt:
+        assert rt.loaded <= 1
+        assert {s.id for s in await rt.list(status="waiting")} == {"by-name", "t0", "t1", "t2"}
+        assert [s.id for s in await rt.list(status="cancelled")] == ["done"]
+        token = stored["t1"].waiting_on[0].token
+        assert token is not None
+        await rt.resolve(token, 7)
+        assert await rt.handle("t1").result(timeout=5) == 7
+        await clock.advance(3600)  # the others' deadlines wake them, unloaded or not
+        for i in (0, 2):
+            with pytest.raises(af.WorkflowFailed, match="WaitTimeout"):
+                await rt.handle(f"t{i}").result(timeout=5)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 async def test_schema_1_file_is_migrated_in_place(db: Path) -> None:
     async with af.Runtime(db) as rt:
         await rt.start(wait_once, id="old")
     with sqlite3.connect(db) as conn:  # what a version-1 file looked like: no inbox
-        conn.execute("DROP TABLE inbox")
-        conn.execute("PRAGMA user_version=1")
+        make_version_1(conn)
     async with af.Runtime(db) as rt:
         assert (await rt.handle("old").status()).state == "waiting"
         await rt.send("old", gate)

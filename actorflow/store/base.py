@@ -6,6 +6,10 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
 from actorflow.records import Record, Snapshot, Started, apply, new_snapshot
+from actorflow.workflow import lookup as lookup_workflow
+
+WORK_NOW = float("-inf")
+"""The ``wake`` of an instance that has something to do now (see :func:`wake_of`)."""
 
 Mark = tuple[int, str, "str | None"]
 """An inbox verdict written with a batch: (request seq, accepted|rejected, reason)."""
@@ -26,7 +30,26 @@ class Store(Protocol):
     """Where records and snapshots live. One runtime owns a store at a time."""
 
     async def open(self) -> list[Snapshot]:
-        """Open (creating if new), recover, and return the unfinished instances."""
+        """Open (creating if new), recover, and return the unfinished instances that have
+        something to do (:func:`wake_of` is due, or they wait on a query); the others stay
+        in the store, found again through :meth:`due`, :meth:`token_owner` and
+        :meth:`listening`."""
+        ...
+
+    async def due(self, after: float, upto: float) -> list[str]:
+        """Unfinished instances whose stored :func:`wake_of` lies in ``(after, upto]``."""
+        ...
+
+    async def next_wake(self, after: float) -> float | None:
+        """The earliest stored :func:`wake_of` later than ``after``, if any."""
+        ...
+
+    async def token_owner(self, token: str) -> str | None:
+        """The unfinished instance that made event token ``token``, if one is stored."""
+        ...
+
+    async def listening(self, topics: Collection[str]) -> list[str]:
+        """Unfinished instances whose stored waits include a query on one of ``topics``."""
         ...
 
     async def write(self, records: list[Record], marks: Sequence[Mark] = ()) -> None:
@@ -55,8 +78,9 @@ class Store(Protocol):
         """The workflow name of each stored instance among ``instance_ids``."""
         ...
 
-    async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
-        """Stored snapshots, optionally filtered by status and workflow name."""
+    async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
+        """Stored snapshots, optionally filtered (by the store, not by decoding them all) by
+        :func:`stored_state` and workflow name."""
         ...
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
@@ -78,6 +102,63 @@ class Store(Protocol):
     async def close(self) -> None:
         """Release the file; the store cannot be used afterwards."""
         ...
+
+
+def stored_state(snapshot: Snapshot) -> str:
+    """The state ``status()`` shows for a snapshot seen from the store: its final status,
+    ``waiting`` when parked on waits only (no step running), else ``running``."""
+    if snapshot.finished:
+        return snapshot.status
+    waiting = snapshot.waiting
+    if waiting and all(w.kind != "step" for w in waiting):
+        return "waiting"
+    return "running"
+
+
+def wake_of(snapshot: Snapshot) -> float | None:
+    """When an instance that is not loaded must be loaded by itself: :data:`WORK_NOW` if
+    it has something to do now (no pause reached, a step in flight, held, an event in its
+    mailbox that a wait or a handler takes, or any if its workflow is not defined here),
+    else its earliest deadline (``None``: only an
+    event, a cancel or a notify brings it back)."""
+    if snapshot.finished:
+        return None
+    if snapshot.held is not None or not snapshot.waiting:
+        return WORK_NOW
+    wake: float | None = None
+    names: set[str] = set()
+    tokens: set[str] = set()
+    for wait in snapshot.waiting:
+        if wait.kind == "step" or wait.polls:
+            return WORK_NOW
+        if wait.kind == "event":
+            if wait.token is not None:
+                tokens.add(wait.token)
+            elif wait.name is not None:
+                names.add(wait.name)
+        if wait.deadline is not None and (wake is None or wait.deadline < wake):
+            wake = wait.deadline
+    # Where the workflow is not defined (this process does not know its handlers), any
+    # event in the mailbox counts: the runtime that defines it decides.
+    definition = lookup_workflow(snapshot.workflow)
+    for event in snapshot.events:
+        if event.consumed_at is None and (
+            definition is None
+            or event.name in definition.handlers
+            or (event.token in tokens if event.token is not None else event.name in names)
+        ):
+            return WORK_NOW
+    return wake
+
+
+def query_topics(snapshot: Snapshot) -> set[str]:
+    """The topics of the queries an unfinished instance waits on."""
+    return {t for w in snapshot.waiting if w.kind == "query" for t in w.topics}
+
+
+def waits_on_query(snapshot: Snapshot) -> bool:
+    """Whether an unfinished instance waits on a query (which runs again at each open)."""
+    return any(w.kind == "query" for w in snapshot.waiting)
 
 
 def finished_at(snapshot: Snapshot) -> float:

@@ -6,7 +6,15 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
-from actorflow.store.base import InboxRow, Mark, finished_at
+from actorflow.store.base import (
+    InboxRow,
+    Mark,
+    finished_at,
+    query_topics,
+    stored_state,
+    waits_on_query,
+    wake_of,
+)
 
 
 class MemoryStore:
@@ -20,6 +28,14 @@ class MemoryStore:
         self._wal: list[bytes] = []
         self._snapshots: dict[str, bytes] = {}
         self._finished: dict[str, tuple[float, str]] = {}  # id -> (finished_at, status)
+        # What finds an instance that is not loaded, as SQLite's columns and tables do.
+        self._states: dict[str, tuple[str, str]] = {}  # id -> (state, workflow)
+        self._wakes: dict[str, float] = {}
+        self._queries: set[str] = set()
+        self._tokens: dict[str, str] = {}  # token -> id
+        self._tokens_of: dict[str, list[str]] = {}
+        self._topics: dict[str, set[str]] = {}  # topic -> ids
+        self._topics_of: dict[str, set[str]] = {}
 
     async def open(self) -> list[Snapshot]:
         """A new in-memory store has nothing to recover."""
@@ -41,11 +57,53 @@ class MemoryStore:
         encode = RECORD_ENCODER.encode
         for s in snapshots:
             self._snapshots[s.id] = encode(s)
+            self._index(s)
             if s.finished:
                 self._finished[s.id] = (finished_at(s), s.status)
             else:
                 self._finished.pop(s.id, None)
         self._wal.clear()
+
+    def _index(self, s: Snapshot) -> None:
+        self._states[s.id] = (stored_state(s), s.workflow)
+        wake = wake_of(s)
+        if wake is None:
+            self._wakes.pop(s.id, None)
+        else:
+            self._wakes[s.id] = wake
+        if waits_on_query(s):
+            self._queries.add(s.id)
+        else:
+            self._queries.discard(s.id)
+        for topic in self._topics_of.pop(s.id, ()):
+            self._topics[topic].discard(s.id)
+        for token in self._tokens_of.pop(s.id, ()):
+            self._tokens.pop(token, None)
+        if not s.finished:
+            topics = query_topics(s)
+            if topics:
+                self._topics_of[s.id] = topics
+                for topic in topics:
+                    self._topics.setdefault(topic, set()).add(s.id)
+            if s.tokens:
+                self._tokens_of[s.id] = list(s.tokens)
+                self._tokens.update(dict.fromkeys(s.tokens, s.id))
+
+    async def due(self, after: float, upto: float) -> builtins.list[str]:
+        """Unfinished instances whose wake lies in ``(after, upto]``."""
+        return [i for i, wake in self._wakes.items() if after < wake <= upto]
+
+    async def next_wake(self, after: float) -> float | None:
+        """The earliest wake later than ``after``, if any."""
+        return min((w for w in self._wakes.values() if w > after), default=None)
+
+    async def token_owner(self, token: str) -> str | None:
+        """The unfinished instance that made ``token``, if one is stored."""
+        return self._tokens.get(token)
+
+    async def listening(self, topics: Collection[str]) -> builtins.list[str]:
+        """Unfinished instances that wait on a query on one of ``topics``."""
+        return list({i for topic in topics for i in self._topics.get(topic, ())})
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
@@ -56,7 +114,7 @@ class MemoryStore:
             if at <= before and status in statuses
         )[:limit]
         for _, i in due:
-            del self._finished[i], self._snapshots[i]
+            del self._finished[i], self._snapshots[i], self._states[i]
         return len(due)
 
     async def purge_inbox(self, before: float, limit: int) -> int:
@@ -81,14 +139,12 @@ class MemoryStore:
                 found[i] = snapshot.workflow
         return found
 
-    async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
-        """Stored snapshots, filtered."""
-        found = [SNAPSHOT_DECODER.decode(b) for b in self._snapshots.values()]
+    async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
+        """Stored snapshots, filtered by state and workflow before any is decoded."""
         return [
-            s
-            for s in found
-            if (statuses is None or s.status in statuses)
-            and (workflow is None or s.workflow == workflow)
+            SNAPSHOT_DECODER.decode(self._snapshots[i])
+            for i, (state, name) in self._states.items()
+            if (states is None or state in states) and (workflow is None or name == workflow)
         ]
 
     def records(self) -> builtins.list[Record]:

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -27,12 +28,21 @@ from actorflow.records import (
     Record,
     Snapshot,
 )
-from actorflow.store.base import InboxRow, Mark, fold_log
+from actorflow.store.base import (
+    InboxRow,
+    Mark,
+    fold_log,
+    query_topics,
+    stored_state,
+    waits_on_query,
+    wake_of,
+)
 from actorflow.store.files import DatabaseFile, hold, let_go
 from actorflow.store.lock import OwnerLock
+from actorflow.workflow import lookup as lookup_workflow
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
-SCHEMA_VERSION = 3  # 2: the inbox table; 3: indexes for retention
+SCHEMA_VERSION = 4  # 2: the inbox table; 3: indexes for retention; 4: passivation
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -55,6 +65,22 @@ CREATE INDEX IF NOT EXISTS snapshots_finished ON snapshots (updated_at)
     WHERE status != 'running';
 CREATE INDEX IF NOT EXISTS inbox_decided ON inbox (decided_at) WHERE decided_at IS NOT NULL;
 """
+# What finds an instance that is not loaded (passivation, DESIGN §3.1): the state
+# list() filters on, when it must wake by itself (``wake``: -inf = now), whether it
+# waits on a query (run again at each open), its event tokens and its queries' topics.
+PASSIVATION_SCHEMA = """
+ALTER TABLE snapshots ADD COLUMN state TEXT NOT NULL DEFAULT 'running';
+ALTER TABLE snapshots ADD COLUMN wake REAL;
+ALTER TABLE snapshots ADD COLUMN queries INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX snapshots_by_state ON snapshots (state, workflow);
+CREATE INDEX snapshots_wake ON snapshots (wake) WHERE wake IS NOT NULL;
+CREATE INDEX snapshots_queries ON snapshots (id) WHERE queries > 0;
+CREATE TABLE tokens (token TEXT PRIMARY KEY, wf TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX tokens_by_wf ON tokens (wf);
+CREATE TABLE topics (topic TEXT NOT NULL, wf TEXT NOT NULL, PRIMARY KEY (topic, wf))
+    WITHOUT ROWID;
+CREATE INDEX topics_by_wf ON topics (wf);
+"""
 SCHEMA = (
     """
 CREATE TABLE wal (
@@ -73,8 +99,9 @@ CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
 """
     + INBOX_SCHEMA
     + RETENTION_INDEXES
+    + PASSIVATION_SCHEMA
 )
-MIGRATIONS = {1: INBOX_SCHEMA, 2: RETENTION_INDEXES}
+MIGRATIONS = {1: INBOX_SCHEMA, 2: RETENTION_INDEXES, 3: PASSIVATION_SCHEMA}
 """What takes a file from schema version N to N + 1."""
 
 
@@ -232,9 +259,7 @@ class SQLiteStore:
             )
         elif isinstance(version, int) and version < SCHEMA_VERSION:
             for step in range(version, SCHEMA_VERSION):  # each step in one transaction
-                await db.executescript(
-                    f"BEGIN IMMEDIATE; {MIGRATIONS[step]} PRAGMA user_version={step + 1}; COMMIT;"
-                )
+                await self._in_thread(partial(_migrate, step))
         await self._scalar("PRAGMA journal_mode=WAL")
         sync = "FULL" if self.durability == "full" else "NORMAL"
         await self._scalar(f"PRAGMA synchronous={sync}")
@@ -245,18 +270,59 @@ class SQLiteStore:
         return row[0] if row else None
 
     async def _recover(self) -> list[Snapshot]:
+        # Fold the log into the snapshots it touched, then read only those and the
+        # instances with something to do: the rest stay on disk until an event, a
+        # deadline, a cancel or a notify needs them, so opening costs the work to do.
         db = self.db
-        snapshots: dict[str, Snapshot] = {}
-        async with db.execute("SELECT snapshot FROM snapshots WHERE status = 'running'") as cur:
-            async for (blob,) in cur:
-                snapshot = SNAPSHOT_DECODER.decode(blob)
-                snapshots[snapshot.id] = snapshot
         async with db.execute("SELECT record FROM wal ORDER BY seq") as cur:
             records = [r async for (blob,) in cur for r in BATCH_DECODER.decode(blob)]
+        found: dict[str, Snapshot] = {}
         if records:
-            touched = await fold_log(snapshots, records, self.load)
-            await self.checkpoint([snapshots[i] for i in touched])
-        return [s for s in snapshots.values() if not s.finished]
+            # Instances the log touched were active when the runtime stopped, perhaps
+            # halfway through a change (an event given back, a step's result): replayed.
+            touched = await fold_log(found, records, self.load)
+            await self.checkpoint([found[i] for i in touched])
+        for sql, params in (
+            (
+                "SELECT snapshot FROM snapshots INDEXED BY snapshots_wake"
+                " WHERE wake IS NOT NULL AND wake <= ?",
+                (self._now(),),
+            ),
+            ("SELECT snapshot FROM snapshots INDEXED BY snapshots_queries WHERE queries > 0", ()),
+        ):
+            async with db.execute(sql, params) as cur:
+                async for (blob,) in cur:
+                    snapshot = SNAPSHOT_DECODER.decode(blob)
+                    found[snapshot.id] = snapshot
+        for snapshot in await self._foreign():
+            found.setdefault(snapshot.id, snapshot)
+        return [s for s in found.values() if not s.finished]
+
+    async def _foreign(self) -> builtins.list[Snapshot]:
+        # Unfinished instances of workflows this process does not define: loaded, so
+        # that they are held and say why. The few workflow names are found by skipping
+        # through the (state, workflow) index, not by reading every row.
+        found: builtins.list[Snapshot] = []
+        for state in ("running", "waiting"):
+            name = ""
+            while True:
+                row = await self._scalar(
+                    "SELECT workflow FROM snapshots INDEXED BY snapshots_by_state"
+                    " WHERE state = ? AND workflow > ? ORDER BY workflow LIMIT 1",
+                    state,
+                    name,
+                )
+                if not isinstance(row, str):
+                    break
+                name = row
+                if lookup_workflow(name) is None:
+                    async with self.db.execute(
+                        "SELECT snapshot FROM snapshots INDEXED BY snapshots_by_state"
+                        " WHERE state = ? AND workflow = ?",
+                        (state, name),
+                    ) as cur:
+                        found.extend([SNAPSHOT_DECODER.decode(b) async for (b,) in cur])
+        return found
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         # One hop to aiosqlite's thread for a whole transaction instead of one per
@@ -294,15 +360,13 @@ class SQLiteStore:
             raise StoreError(f"could not write to {self.path}: {exc}") from exc
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:
-        """Replace the given snapshots and empty the log, atomically."""
-        encode = RECORD_ENCODER.encode
-        rows = [
-            (s.id, s.workflow, s.status, s.created_at, s.updated_at, encode(s)) for s in snapshots
-        ]
+        """Replace the given snapshots (with what finds them unloaded) and empty the log,
+        atomically."""
+        rows = _snapshot_rows(snapshots)
 
         def replace(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
-                conn.executemany("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?, ?, ?)", rows)
+                _write_snapshots(conn, *rows)
                 conn.execute("DELETE FROM wal")
 
         try:
@@ -362,6 +426,10 @@ class SQLiteStore:
             yield
         except (sqlite3.Error, msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreError(f"could not read {self.path} (damaged?): {exc}") from exc
+        except ValueError as exc:  # aiosqlite's, for a connection closed mid-read
+            if self._db is not None:
+                raise
+            raise StoreError(f"{self.path} was closed during a read") from exc
 
     async def load(self, instance_id: str) -> Snapshot | None:
         """The checkpointed snapshot of ``instance_id``, if any."""
@@ -384,13 +452,51 @@ class SQLiteStore:
                     found.update({row[0]: row[1] async for row in cur})
         return found
 
-    async def list(self, statuses: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
-        """Checkpointed snapshots, filtered by status and workflow name."""
+    async def due(self, after: float, upto: float) -> builtins.list[str]:
+        """Unfinished instances whose stored wake lies in ``(after, upto]``."""
+        return await self._ids(
+            "SELECT id FROM snapshots INDEXED BY snapshots_wake"
+            " WHERE wake IS NOT NULL AND wake > ? AND wake <= ? ORDER BY wake",
+            (after, upto),
+        )
+
+    async def next_wake(self, after: float) -> float | None:
+        """The earliest stored wake later than ``after``, if any."""
+        with self._reading():
+            found = await self._scalar(
+                "SELECT min(wake) FROM snapshots INDEXED BY snapshots_wake"
+                " WHERE wake IS NOT NULL AND wake > ?",
+                after,
+            )
+        return float(found) if isinstance(found, int | float) else None
+
+    async def token_owner(self, token: str) -> str | None:
+        """The unfinished instance that made event token ``token``, if one is stored."""
+        found = await self._ids("SELECT wf FROM tokens WHERE token = ?", (token,))
+        return found[0] if found else None
+
+    async def listening(self, topics: Collection[str]) -> builtins.list[str]:
+        """Unfinished instances that wait on a query on one of ``topics``."""
+        wanted = list(topics)
+        if not wanted:
+            return []
+        return await self._ids(
+            f"SELECT DISTINCT wf FROM topics WHERE topic IN ({','.join('?' * len(wanted))})",
+            tuple(wanted),
+        )
+
+    async def _ids(self, sql: str, params: tuple[object, ...]) -> builtins.list[str]:
+        with self._reading():
+            async with self.db.execute(sql, params) as cur:
+                return [str(row[0]) async for row in cur]
+
+    async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
+        """Checkpointed snapshots, filtered by the state ``status()`` shows and workflow name."""
         sql = "SELECT snapshot FROM snapshots WHERE 1"
         params: list[object] = []
-        if statuses is not None:
-            sql += f" AND status IN ({','.join('?' * len(statuses))})"
-            params += list(statuses)
+        if states is not None:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params += list(states)
         if workflow is not None:
             sql += " AND workflow = ?"
             params.append(workflow)
@@ -434,3 +540,75 @@ class SQLiteStore:
             self._lock.release()
             if file is not None:  # after SQLite let go of it: see store.files
                 let_go(file)
+
+
+SnapshotRows = tuple[
+    builtins.list[tuple[object, ...]],
+    builtins.list[tuple[str, str]],
+    builtins.list[tuple[str]],
+    builtins.list[tuple[str, str]],
+]
+"""Rows of :func:`_write_snapshots`: snapshots, tokens, instances whose tokens and topics
+go, topics."""
+
+
+def _snapshot_rows(snapshots: Collection[Snapshot]) -> SnapshotRows:
+    encode = RECORD_ENCODER.encode
+    rows: builtins.list[tuple[object, ...]] = []
+    tokens: builtins.list[tuple[str, str]] = []
+    gone: builtins.list[tuple[str]] = []
+    topics: builtins.list[tuple[str, str]] = []
+    for s in snapshots:
+        rows.append(
+            (s.id, s.workflow, s.status, s.created_at, s.updated_at, encode(s), stored_state(s),
+             wake_of(s), waits_on_query(s))
+        )  # fmt: skip
+        gone.append((s.id,))
+        if not s.finished:
+            tokens += [(token, s.id) for token in s.tokens]
+            topics += [(topic, s.id) for topic in query_topics(s)]
+    return rows, tokens, gone, topics
+
+
+def _write_snapshots(
+    conn: sqlite3.Connection,
+    rows: builtins.list[tuple[object, ...]],
+    tokens: builtins.list[tuple[str, str]],
+    gone: builtins.list[tuple[str]],
+    topics: builtins.list[tuple[str, str]],
+) -> None:
+    conn.executemany(
+        "INSERT OR REPLACE INTO snapshots (id, workflow, status, created_at, updated_at,"
+        " snapshot, state, wake, queries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+    # A finished instance's tokens and topics go; a parked one's topics are rewritten.
+    conn.executemany("DELETE FROM topics WHERE wf = ?", gone)
+    finished = [g for g, row in zip(gone, rows, strict=True) if row[2] != "running"]
+    conn.executemany("DELETE FROM tokens WHERE wf = ?", finished)
+    conn.executemany("INSERT OR IGNORE INTO tokens VALUES (?, ?)", tokens)
+    conn.executemany("INSERT OR IGNORE INTO topics VALUES (?, ?)", topics)
+
+
+def _migrate(step: int, conn: sqlite3.Connection) -> None:
+    """Take the file from schema version ``step`` to ``step + 1``, in one transaction."""
+    with _transaction(conn):
+        for statement in _statements(MIGRATIONS[step]):
+            conn.execute(statement)
+        if step == 3:  # fill the passivation columns and tables from the stored snapshots
+            snapshots = [
+                SNAPSHOT_DECODER.decode(blob)
+                for (blob,) in conn.execute("SELECT snapshot FROM snapshots")
+            ]
+            _write_snapshots(conn, *_snapshot_rows(snapshots))
+        conn.execute(f"PRAGMA user_version={step + 1}")
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script (whose statements each end a line with ``;``)."""
+    statement = ""
+    for line in script.splitlines(keepends=True):
+        statement += line
+        if line.rstrip().endswith(";") and sqlite3.complete_statement(statement):
+            yield statement.strip()
+            statement = ""
