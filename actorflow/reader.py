@@ -23,11 +23,9 @@ from actorflow.records import (
     SNAPSHOT_DECODER,
     Outcome,
     Snapshot,
-    Started,
-    apply,
-    new_snapshot,
 )
 from actorflow.status import STATES, Status, status_of
+from actorflow.store.base import fold
 from actorflow.store.sqlite import connect_outside
 
 _ANY = codec.decoder(Any)
@@ -88,14 +86,10 @@ class Reader:
             conn.close()
         try:
             found = {s.id: s for s in (SNAPSHOT_DECODER.decode(blob) for (blob,) in rows)}
-            for (blob,) in log:
-                for record in BATCH_DECODER.decode(blob):
-                    if instance_id is not None and record.wf != instance_id:
-                        continue
-                    if isinstance(record, Started):
-                        found[record.wf] = new_snapshot(record)
-                    elif (snapshot := found.get(record.wf)) is not None:
-                        apply(snapshot, record)
+            records = (r for (blob,) in log for r in BATCH_DECODER.decode(blob))
+            if instance_id is not None:
+                records = (r for r in records if r.wf == instance_id)
+            fold(found, records)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreError(
                 f"{self.path} holds a record this actorflow cannot read: {exc}"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
 from actorflow.records import CancelRequested, EventSent, Record, Snapshot, apply
-from actorflow.store.base import WORK_NOW, wake_of
+from actorflow.store.base import WORK_NOW, fold_log, wake_of
 
 if TYPE_CHECKING:
     from actorflow.actor import Actor
@@ -320,11 +320,7 @@ class Directory:
         if self._orphans:
             orphans, self._orphans = self._orphans, []
             by_id: dict[str, Snapshot] = {}
-            for record in orphans:
-                found = by_id.get(record.wf) or await self._store.load(record.wf)
-                if found is not None:
-                    apply(found, record)
-                    by_id[record.wf] = found
+            await fold_log(by_id, orphans, self._store.load)
             snapshots += by_id.values()
         return snapshots
 

@@ -167,13 +167,10 @@ def finished_at(snapshot: Snapshot) -> float:
     return snapshot.finished_at if snapshot.finished_at is not None else snapshot.updated_at
 
 
-async def fold_log(
-    snapshots: dict[str, Snapshot],
-    records: Iterable[Record],
-    load: Callable[[str], Awaitable[Snapshot | None]],
-) -> set[str]:
-    """Apply logged ``records`` to ``snapshots`` in order (loading others by id as
-    needed); return the ids of the instances the records touched."""
+def fold(snapshots: dict[str, Snapshot], records: Iterable[Record]) -> set[str]:
+    """Apply committed ``records`` to ``snapshots`` in order: the one fold that recovery,
+    checkpoints and readers share. A record for an instance not in ``snapshots`` (whose
+    start never committed, or that was purged) is skipped. Returns the ids touched."""
     touched: set[str] = set()
     for record in records:
         if isinstance(record, Started):
@@ -181,10 +178,21 @@ async def fold_log(
         else:
             snapshot = snapshots.get(record.wf)
             if snapshot is None:
-                snapshot = await load(record.wf)
-                if snapshot is None:
-                    continue  # a record for an instance whose start never committed
-                snapshots[record.wf] = snapshot
+                continue
             apply(snapshot, record)
         touched.add(record.wf)
     return touched
+
+
+async def fold_log(
+    snapshots: dict[str, Snapshot],
+    records: Sequence[Record],
+    load: Callable[[str], Awaitable[Snapshot | None]],
+) -> set[str]:
+    """:func:`fold`, first loading (by id) the instances the records name that are not
+    in ``snapshots``."""
+    for instance_id in {r.wf for r in records if not isinstance(r, Started)} - snapshots.keys():
+        found = await load(instance_id)
+        if found is not None:
+            snapshots[instance_id] = found
+    return fold(snapshots, records)
