@@ -22,6 +22,7 @@ from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, Stor
 from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
 from actorflow.host.directory import Directory
+from actorflow.host.writer import GroupWriter
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
@@ -64,7 +65,6 @@ from actorflow.timers import TimerWheel
 from actorflow.tracing import TracerProvider, tracer_for
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
-from actorflow.writer import GroupWriter
 
 R = TypeVar("R")
 T = TypeVar("T")
