@@ -56,10 +56,10 @@ from actorflow.store.base import Mark
 if TYPE_CHECKING:
     from actorflow.clock import Clock
     from actorflow.context import Context
+    from actorflow.host.writer import GroupWriter
     from actorflow.timers import Timer, TimerWheel
     from actorflow.tracing import Tracing
     from actorflow.workflow import Workflow
-    from actorflow.writer import GroupWriter
 
 
 WAIT_KINDS = frozenset({"event", "timer", "condition", "query"})

@@ -1,10 +1,10 @@
-"""``Runtime``: opens a store, runs the actors, routes events by instance ID and token."""
+"""``Runtime``: the public API and the lifecycle; it opens a store, wires the host
+(:mod:`actorflow.host`) together, and routes events by instance ID and token."""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import math
 import os
 import time
@@ -14,14 +14,16 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from actorflow import codec
-from actorflow.actor import Actor, Call, Phase, Services
+from actorflow.actor import Actor, Phase, Services
 from actorflow.backup import backup
 from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
 from actorflow.events import Event, check_name, lookup, type_name
 from actorflow.handle import Handle
+from actorflow.host.commits import Commits
 from actorflow.host.directory import Directory
+from actorflow.host.executor import Executor
+from actorflow.host.writer import GroupWriter
 from actorflow.inbox import (
     CancelRequest,
     NotifyRequest,
@@ -36,17 +38,7 @@ from actorflow.inbox import (
 )
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
-from actorflow.queries import QueryWatch
-from actorflow.records import (
-    AttemptFailed,
-    CancelRequested,
-    EventSent,
-    Record,
-    Snapshot,
-    Started,
-    Value,
-    new_snapshot,
-)
+from actorflow.records import CancelRequested, EventSent, Record, Snapshot, Started
 from actorflow.retention import (
     FINISHED_STATES,
     Purged,
@@ -56,7 +48,6 @@ from actorflow.retention import (
     retention_seconds,
 )
 from actorflow.status import STATES, Status, status_of
-from actorflow.steps import NO_RETRY, attempt, error_info
 from actorflow.store import MemoryStore, SQLiteStore, Store
 from actorflow.store.base import InboxRow, Mark
 from actorflow.store.wake import InboxBell
@@ -64,19 +55,15 @@ from actorflow.timers import TimerWheel
 from actorflow.tracing import TracerProvider, tracer_for
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
-from actorflow.writer import GroupWriter
 
 R = TypeVar("R")
 T = TypeVar("T")
 
 Durability = Literal["normal", "full"]
-STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
 INBOX_POLL_MIN = 0.005  # seconds between inbox polls when no wake socket could be bound
 INBOX_POLL_MAX = 0.05
 INBOX_FALLBACK_MIN = 1.0  # ... and with one: a datagram wakes the watcher, polls are a fallback
 INBOX_FALLBACK_MAX = 2.0
-REPLAY_DELAY_MIN = 0.01  # seconds before an instance frozen by a failed write is replayed
-REPLAY_DELAY_MAX = 1.0
 
 
 class Runtime:
@@ -121,24 +108,15 @@ class Runtime:
         self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
         self._directory = Directory(self._store, self.clock, self._resume, max_loaded)
+        self._commits = Commits(self._store, self._directory, self._resume)
         self._starting: dict[str, asyncio.Future[None]] = {}
         self._lookups: dict[str, list[asyncio.Future[str | None]]] = {}
         # Applied requests the store may still list as pending; trimmed to what each
         # fresh read lists, so it never holds more than one read's rows.
         self._inbox_done: set[int] = set()
-        self._topics: dict[str, set[QueryWatch]] = {}
-        self._work: set[asyncio.Task[Any]] = set()
-        self._steps: dict[asyncio.Task[None], tuple[Actor, Call]] = {}  # running, by task
-        self._pauses: set[asyncio.Future[None]] = set()  # steps' waits between attempts
-        self._query_runs: set[asyncio.Task[None]] = set()
-        self._busy = 0  # steps running an attempt now
         self._closer: asyncio.Task[None] | None = None
-        self._frozen: set[str] = set()  # held after a failed write, to be replayed
         self._cancelling: dict[str, asyncio.Future[None]] = {}  # CancelRequested being written
-        self._replayer: asyncio.Task[None] | None = None
-        self._replay_delay = REPLAY_DELAY_MIN
         self._state: Literal["new", "open", "closing", "closed"] = "new"
-        self._change = asyncio.Event()  # set, then replaced, after each commit: changed()
         self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
     # -- lifecycle -------------------------------------------------------------------
@@ -177,13 +155,18 @@ class Runtime:
         # Listening before the first read: a request submitted after it rings the bell.
         self._inbox_bell = InboxBell.listen(self.path)
         self._timers = TimerWheel(self.clock)
+        commits = self._commits
         self._writer = GroupWriter(
-            self._store, self._committed, self._write_failed, self._checkpoint,
+            self._store, commits.committed, commits.write_failed, commits.checkpoint,
             self._checkpoint_every,
         )  # fmt: skip
+        commits.attach(self._writer)
+        self._executor = Executor(
+            self._writer, self.clock, self._timers, self._directory, self._tracing
+        )
         self._services = Services(
-            self._writer, self.clock, self._timers, self._run_step, self._run_query,
-            self._instance_finished, self._tracing,
+            self._writer, self.clock, self._timers, self._executor.run_step,
+            self._executor.run_query, self._instance_finished, self._tracing,
         )  # fmt: skip
         self._directory.attach(self._writer, self._timers)
         self._state = "open"
@@ -199,7 +182,7 @@ class Runtime:
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)
         if self.path is not None:  # no other process can reach a store in memory
-            self._spawn(self._watch_inbox(retry))
+            self._executor.spawn(self._watch_inbox(retry))
         if self.retention is not None:
             self._retention = Retention(
                 self.retention, self.clock, self._timers.schedule, self._purge_before,
@@ -235,11 +218,12 @@ class Runtime:
         """Stop: give steps in flight a short grace, write what is queued, checkpoint.
 
         Instances are not cancelled; they resume at the next open. No step starts once
-        closing began; a step that finishes within the grace (:data:`STEP_GRACE`) has its
-        result stored, one that does not is abandoned (logged as ``step.abandoned``) and
-        runs again at the next open. Pending ``h.result()`` calls raise
-        :class:`RuntimeClosed`. Closing finishes even when the caller is cancelled (as
-        ``asyncio.run`` does on Ctrl-C); the cancellation is raised afterwards.
+        closing began; a step that finishes within the grace
+        (:data:`~actorflow.host.executor.STEP_GRACE`) has its result stored, one that
+        does not is abandoned (logged as ``step.abandoned``) and runs again at the next
+        open. Pending ``h.result()`` calls raise :class:`RuntimeClosed`. Closing
+        finishes even when the caller is cancelled (as ``asyncio.run`` does on Ctrl-C);
+        the cancellation is raised afterwards.
         """
         if self._state == "closed":
             return
@@ -248,6 +232,8 @@ class Runtime:
                 self._state = "closed"
                 return
             self._state = "closing"
+            self._executor.close()  # no step or query starts from now on,
+            self._commits.close()  # nor a replay of an instance a failed write froze
             self._closer = host_loop().create_task(self._close(), name="actorflow-close")
         closer = self._closer
         try:
@@ -259,16 +245,9 @@ class Runtime:
 
     async def _close(self) -> None:
         self._inbox_bell.ring()  # the inbox watcher ends now, not at its next poll
-        if self._replayer is not None:
-            self._replayer.cancel()
         if self._retention is not None:
             await self._retention.stop()
-        await self._settle_steps()
-        if self._query_runs:  # queries only read: each wait runs its query again at reopen
-            runs = list(self._query_runs)
-            for run in runs:
-                run.cancel()
-            await asyncio.wait(runs)
+        await self._executor.settle()  # steps in flight are written before the writer closes
         try:
             await self._writer.close()
         finally:
@@ -281,29 +260,6 @@ class Runtime:
             if self._tracing is not None:
                 self._tracing.close()
             await self._store.close()
-
-    async def _settle_steps(self) -> None:
-        """Let the steps running finish within the grace (their results are then written
-        before the writer closes); abandon, naming them, those that do not."""
-        for pause in self._pauses:  # between attempts: no next attempt starts now
-            if not pause.done():
-                pause.set_result(None)
-        if not self._work:
-            return
-        _, pending = await asyncio.wait(self._work, timeout=STEP_GRACE)
-        for task in pending:
-            step = self._steps.get(task)
-            if step is not None:
-                actor, call = step
-                _log.warning(
-                    "step.abandoned", workflow_id=actor.id, step=call.name, seq=call.seq,
-                    grace=STEP_GRACE,
-                )  # fmt: skip
-            task.cancel()  # its result, should it come, is never stored
-        if pending:
-            # A cancelled step stops at once, unless its code swallows the cancellation:
-            # that one is left behind (logged above) rather than holding the close forever.
-            await asyncio.wait(pending, timeout=STEP_GRACE)
 
     async def _reading(self, read: Awaitable[T]) -> T:
         """A read of the store; one that fails because the runtime closed meanwhile (its
@@ -390,7 +346,7 @@ class Runtime:
                     if not future.done():
                         future.set_result(found.get(instance_id))
 
-        self._spawn(flush())
+        self._executor.spawn(flush())
 
     def _held(self, instance_id: str) -> ActorflowError | None:
         """The error of a loaded instance held by its runtime (``None``: not held)."""
@@ -553,20 +509,6 @@ class Runtime:
         written.add_done_callback(lambda _: self._directory.unpin(snapshot.id))
         return written
 
-    def _takes(self, snapshot: Snapshot, sent: EventSent) -> bool:
-        """Whether an unloaded instance's wait, or a handler of its workflow, takes ``sent``."""
-        definition = lookup_workflow(snapshot.workflow)
-        if definition is not None and sent.name in definition.handlers:
-            return True
-        for wait in snapshot.waiting:
-            if wait.kind == "event" and (
-                wait.token == sent.token
-                if sent.token is not None
-                else wait.token is None and wait.name == sent.name
-            ):
-                return True
-        return False
-
     def _payload(
         self, event: Event[Any], value: Any, error: str | BaseException | None, cancelled: bool
     ) -> tuple[bytes | None, str | None]:
@@ -608,14 +550,7 @@ class Runtime:
         for instance_id in unloaded:
             if instance_id not in self._directory.loaded:
                 await self._directory.load(instance_id)
-        runs = [
-            run
-            for topic in topics
-            for watch in list(self._topics.get(topic, ()))
-            if (run := watch.run_now()) is not None
-        ]
-        if runs:
-            await asyncio.wait(runs)
+        await self._executor.notify(topics)
 
     # -- the inbox: requests from other processes -------------------------------------
     async def _watch_inbox(self, retry: bool) -> None:
@@ -891,88 +826,13 @@ class Runtime:
         purged = await purge(self._store, self._writer.checkpoint, before, statuses, requests)
         if purged.instances or purged.requests:
             _log.info("store.purged", instances=purged.instances, requests=purged.requests)
-            self._change.set()  # followers (the web page) see the deleted instances go
-            self._change = asyncio.Event()
+            self._commits.announce()  # followers (the web page) see the deleted instances go
         return purged
 
     async def changed(self) -> None:
         """Return after the next commit of records of any instance: a seam for code that
         follows the runtime, such as the web page of ``actorflow.ui``."""
-        await self._change.wait()
-
-    # -- the writer's callbacks ------------------------------------------------------
-    def _committed(self, batch: builtins.list[Record]) -> None:
-        # Each record is applied on its own: one that fails holds its instance (its
-        # snapshot still has the record, so the checkpoint keeps it) and the rest of the
-        # batch, other instances included, is applied as if nothing happened.
-        self._replay_delay = REPLAY_DELAY_MIN
-        for record in batch:
-            try:
-                self._apply(record)
-            except Exception as exc:
-                self._apply_failed(record, exc)
-        self._change.set()
-        self._change = asyncio.Event()
-        self._directory.unload_idle(self._writer.queued_instances)
-
-    def _apply(self, record: Record) -> None:
-        wf = record.wf
-        directory = self._directory
-        actor = directory.loaded.get(wf)
-        if actor is not None:
-            directory.dirty.add(wf)
-            directory.touch(actor)
-            actor.committed(record)
-            if isinstance(record, Value) and record.kind == "create_event":
-                directory.tokens[codec.decoder(str).decode(record.value)] = wf
-        elif isinstance(record, Started):
-            directory.dirty.add(wf)
-            self._resume(new_snapshot(record), resumed=False)
-            _log.info("workflow.started", workflow_id=wf, workflow=record.workflow)
-        else:
-            directory.committed(record, self._takes)
-
-    def _apply_failed(self, record: Record, error: Exception) -> None:
-        what = f"a committed {type(record).__name__} record"
-        _log.exception("workflow.apply_failed", workflow_id=record.wf, record=what)
-        actor = self._directory.loaded.get(record.wf)
-        if actor is not None:
-            actor.apply_failed(what, error)
-
-    def _write_failed(self, batch: builtins.list[Record], error: StoreError) -> None:
-        _log.error("store.write_failed", error=str(error), records=len(batch))
-        for wf in {r.wf for r in batch}:
-            actor = self._directory.loaded.get(wf)
-            if actor is not None:
-                if actor.phase is not Phase.HELD:
-                    self._frozen.add(wf)
-                actor.write_failed(batch, error)
-        if self._frozen and (self._replayer is None or self._replayer.done()):
-            self._replayer = host_loop().create_task(self._replay_frozen())
-
-    async def _replay_frozen(self) -> None:
-        """Replace each instance frozen by a failed write with one replayed from what was
-        committed, as a restart would, once everything queued before is written or
-        failed; backs off while writes keep failing."""
-        while self._frozen and self._state == "open":
-            await asyncio.sleep(self._replay_delay)
-            self._replay_delay = min(self._replay_delay * 2, REPLAY_DELAY_MAX)
-            frozen, self._frozen = self._frozen, set()
-            barrier = self._writer.barrier()
-            if barrier is not None:
-                with contextlib.suppress(StoreError):
-                    await barrier
-            if self._state != "open":
-                return
-            for wf in frozen:
-                actor = self._directory.loaded.get(wf)
-                if actor is not None and actor.phase is Phase.HELD and actor.held is None:
-                    _log.info("workflow.replayed", workflow_id=wf, reason="write failed")
-                    self._resume(actor.snapshot, replacing=actor)
-
-    async def _checkpoint(self) -> None:
-        await self._store.checkpoint(await self._directory.to_checkpoint())
-        self._directory.checkpointed()
+        await self._commits.changed()
 
     def _instance_finished(self, actor: Actor) -> None:
         if self._tracing is not None:
@@ -993,156 +853,16 @@ class Runtime:
             **({"error": f"{error.type}: {error.message}"} if error is not None else {}),
         )
 
-    # -- side effects ----------------------------------------------------------------
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = host_loop().create_task(coro)
-        self._work.add(task)
-        task.add_done_callback(self._work.discard)
-        return task
-
-    def _run_step(self, actor: Actor, call: Call) -> None:
-        if self._state != "open":
-            return  # closing: no step starts; with no result stored it runs at the next open
-        running = self._step(actor, call)
-        if self._tracing is not None:
-            running = self._tracing.step(actor, call, running)
-        task = self._spawn(running)
-        self._steps[task] = (actor, call)
-        task.add_done_callback(self._steps.pop)
-
-    async def _step(self, actor: Actor, call: Call) -> None:
-        """Run a step's attempts one after another, then write its outcome.
-
-        Attempts never overlap (``attempt`` waits for a timed-out thread). None starts
-        once the runtime is closing or the instance is cancelled; the last failure is
-        then its outcome (cancelled) or nothing is written (closing: it runs again at the
-        next open, counting the attempts already failed).
-        """
-        fn, args, retry, timeout = call.spec
-        # A step's side effects may use what the workflow recorded before it (a token,
-        # a uuid): they must be durable before the step runs.
-        barrier = self._writer.barrier()
-        if barrier is not None:
-            try:
-                await barrier
-            except StoreError:
-                return
-        if self.closed:
-            return
-        policy = retry or NO_RETRY
-        failed = actor.snapshot.attempts.get(call.seq, 0)
-        while True:
-            value, error = await self._attempt(fn, args, timeout, call.name)
-            if error is None:
-                outcome = actor.outcome(call, value=value)
-                _log.info("step.completed", workflow_id=actor.id, step=call.name)
-                break
-            failed += 1
-            if not policy.should_retry(failed, error) or _abandoned(actor, call):
-                outcome = actor.outcome(call, error=error_info(error))
-                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
-                break
-            if actor.phase is not Phase.LIVE:
-                return  # frozen or finished: its replacement runs the step again
-            delay = policy.delay(failed)
-            _log.info(
-                "step.retry", workflow_id=actor.id, step=call.name, attempt=failed,
-                delay=delay, error=repr(error),
-            )  # fmt: skip
-            self._writer.append(
-                [AttemptFailed(actor.id, call.seq, failed, error_info(error), self.clock.now())]
-            )
-            if self._tracing is not None:
-                self._tracing.attempt_failed(failed, error)
-            await self._pause(delay, actor, call)
-            if self.closed:
-                return  # the next attempt runs at the next open
-            if _abandoned(actor, call):  # cancelled meanwhile: no attempt starts
-                outcome = actor.outcome(call, error=error_info(error))
-                _log.info("step.failed", workflow_id=actor.id, step=call.name, error=repr(error))
-                break
-        if self._tracing is not None:
-            self._tracing.step_ended(failed, outcome)
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            return  # abandoned at close: never stored
-        # A step is not interrupted by its instance ending (cancelled while it ran): its
-        # result is still stored, beside the instance's end, while that is in memory.
-        if actor.phase in (Phase.LIVE, Phase.FINISHING) or actor.id in self._directory.finished:
-            self._writer.append([outcome])
-
-    async def _attempt(
-        self, fn: Any, args: tuple[Any, ...], timeout: float | None, name: str
-    ) -> tuple[bytes | None, BaseException | None]:
-        """One attempt: its encoded result, or the error it failed with. A
-        ``CancelledError`` of the step's own code is a failure; the runtime cancelling
-        this task (an abandoned step, at close) is not, and propagates."""
-        self._busy += 1
-        try:
-            result = await attempt(fn, args, timeout)
-            return codec.encode(result, f"the result of step {name!r}"), None
-        except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            return None, exc
-        except Exception as exc:
-            return None, exc
-        finally:
-            self._busy -= 1
-
-    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
-        """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
-        cancel of the instance that stops the workflow awaiting the step, ends it early."""
-        pause = self._sleep(delay)
-
-        def cancelled(_: object) -> None:
-            if _abandoned(actor, call) and not pause.done():
-                pause.set_result(None)
-
-        self._pauses.add(pause)
-        call.future.add_done_callback(cancelled)
-        try:
-            await pause
-        finally:
-            self._pauses.discard(pause)
-            call.future.remove_done_callback(cancelled)
-
-    def _sleep(self, delay: float) -> asyncio.Future[None]:
-        future: asyncio.Future[None] = host_loop().create_future()
-
-        def wake() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        timer = self._timers.schedule(self.clock.now() + delay, wake)
-        future.add_done_callback(lambda _: timer.cancel())
-        return future
-
-    def _run_query(self, actor: Actor, call: Call) -> None:
-        if self._state != "open":
-            return  # closing: the wait runs its query again at the next open
-        call.watch = QueryWatch(actor, call, self._topics, self._query_runs)
-        call.watch.trigger()
-
     # -- for tests (ManualClock) -----------------------------------------------------
     @property
     def idle(self) -> bool:
         """Nothing being written, no step or query running."""
         return self._state != "open" or (
             self._writer.idle
-            and self._busy == 0
-            and not self._query_runs
+            and self._executor.idle
             and not (self._retention is not None and self._retention.busy)
             and not self._directory.busy
         )
-
-
-def _abandoned(actor: Actor, call: Call) -> bool:
-    """Whether the instance was cancelled and no longer awaits step ``call``: then no
-    new attempt of it starts (a cleanup step started after the cancel is awaited, and
-    retries as usual)."""
-    return actor.snapshot.cancel_requested and call.future.cancelled()
 
 
 _UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"

@@ -13,9 +13,9 @@ import pytest
 
 import actorflow as af
 from actorflow.actor import Actor
+from actorflow.host.writer import GroupWriter
 from actorflow.records import Record, Started
 from actorflow.store import MemoryStore
-from actorflow.writer import GroupWriter
 
 Make = Callable[..., af.Runtime]
 Clock = af.testing.ManualClock

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 import actorflow as af
-from actorflow import writer as writer_module
+from actorflow.host import writer as writer_module
 from actorflow.records import EventReturned
 
 Make = Callable[..., af.Runtime]

@@ -111,9 +111,9 @@ async def stored_pings(path: Path, instance: str) -> list[int]:
 
 @pytest.fixture
 def no_replay_wait(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import actorflow.runtime
+    import actorflow.host.commits
 
-    monkeypatch.setattr(actorflow.runtime, "REPLAY_DELAY_MIN", 0.001)
+    monkeypatch.setattr(actorflow.host.commits, "REPLAY_DELAY_MIN", 0.001)
     yield
 
 

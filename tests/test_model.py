@@ -246,18 +246,15 @@ def _dt(ts: float | None) -> Any:
 async def abandon(rt: af.Runtime) -> None:
     """Drop ``rt`` as a crash would: nothing queued is flushed, no checkpoint is taken.
 
-    Reaches into private attributes on purpose: a crash has no public API. What was
-    committed stays in the WAL table; what the writer had not committed is lost.
+    Reaches into the runtime's parts on purpose (a crash has no public API), then uses
+    theirs. What was committed stays in the WAL table; what the writer had not committed
+    is lost.
     """
     rt._state = "closed"  # every public call now raises RuntimeClosed
-    writer = rt._writer
-    writer._closed = True  # later appends are dropped, as in a dead process
-    writer._task.cancel()
+    writer = rt._writer.abort()  # later appends are dropped, as in a dead process
     rt._timers.close()
-    tasks = [writer._task, *rt._work, *rt._query_runs]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    executor = rt._executor.abort()  # steps and queries stop where they are
+    await asyncio.gather(writer, executor)
     rt._directory.close()  # no more loads
     for actor in rt._directory.loaded.values():
         actor.loop.drop()
@@ -718,7 +715,7 @@ async def test_a_later_send_does_not_overtake_one_still_being_written(db: Path) 
         h = await rt.start(collect, 3)
         first = asyncio.ensure_future(rt.send(h.id, ping, 1))
         await asyncio.sleep(0)
-        while rt._writer._pending or not rt._writer._writing:
+        while rt._writer.queued_instances() or not rt._writer.writing:
             await asyncio.sleep(0)
         second = asyncio.ensure_future(rt.send(h.id, ping, 2))
         await first

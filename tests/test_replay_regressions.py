@@ -17,7 +17,7 @@ import actorflow as af
 from actorflow.records import EventReturned
 
 workflow_module = importlib.import_module("actorflow.workflow")  # its registry
-writer_module = importlib.import_module("actorflow.writer")
+writer_module = importlib.import_module("actorflow.host.writer")
 
 go = af.Event("rr.go")
 park = af.Event("rr.park")

@@ -27,7 +27,7 @@ import msgspec
 import pytest
 
 import actorflow as af
-import actorflow.runtime as runtime_module
+import actorflow.host.executor as executor_module
 from actorflow.records import Outcome, Started
 from actorflow.store import SQLiteStore
 
@@ -144,7 +144,7 @@ async def test_a_sync_step_past_the_grace_is_abandoned_named_and_never_stored(
 ) -> None:
     global gate
     gate = Gate()
-    monkeypatch.setattr(runtime_module, "STEP_GRACE", 0.05)
+    monkeypatch.setattr(executor_module, "STEP_GRACE", 0.05)
     caplog.set_level(logging.WARNING, logger="actorflow")
     async with af.Runtime(db, clock=clock) as rt:
         await rt.start(close_in_grace, id="slow")
@@ -502,7 +502,8 @@ async def test_a_cancel_ends_the_wait_between_attempts(db: Path, clock: Clock) -
         await h.cancel()  # no clock advance: the step stops waiting for its next attempt
         with pytest.raises(af.WorkflowCancelled):
             await h.result(timeout=5)
-        await until(lambda: not rt._steps)  # the step is over, with no clock advance
+        # The step is over, with no clock advance.
+        await until(lambda: rt._executor.running_steps == 0)
         await clock.advance(5000)
     assert charges == [1]
 

@@ -30,9 +30,9 @@ from actorflow.store.base import WORK_NOW, fold_log, wake_of
 if TYPE_CHECKING:
     from actorflow.actor import Actor
     from actorflow.clock import Clock
+    from actorflow.host.writer import GroupWriter
     from actorflow.store import Store
     from actorflow.timers import Timer, TimerWheel
-    from actorflow.writer import GroupWriter
 
 
 class Directory:

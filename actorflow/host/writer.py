@@ -108,6 +108,19 @@ class GroupWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def abort(self) -> Awaitable[object]:
+        """Stop at once, as a crash would: nothing queued is written, later appends are
+        dropped (a write already handed to the store completes or not). The awaitable
+        returned is done once the writer's task has stopped."""
+        self._closed = True
+        self._task.cancel()
+        return asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def writing(self) -> bool:
+        """Whether a batch is being written now."""
+        return self._writing
+
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
