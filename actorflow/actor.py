@@ -306,6 +306,10 @@ class Actor:
         self.phase = Phase.FINISHING
         for call in self.calls.values():
             self._unregister(call)
+        # It waits on nothing now (set at once, as _record_waits does): should a close
+        # drop its Finished after a checkpoint stored what led to it (an event taken, a
+        # cancel), the stored snapshot still says it has work, and the next open loads it.
+        self.snapshot.waiting = []
         self.services.writer.append(
             [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
         )

@@ -822,8 +822,11 @@ class Runtime:
         if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
         # An unloaded instance is loaded first: its code (or, held, its runtime) ends it
-        # exactly as a loaded one's would.
-        actor = None if snapshot.finished else await directory.load(workflow_id)
+        # exactly as a loaded one's would; one whose cancel is stored has nothing to do.
+        if snapshot.finished or (actor is None and snapshot.cancel_requested):
+            actor = None
+        else:
+            actor = await directory.load(workflow_id)
         # A cancel while another is being written is that one: a second CancelRequested
         # would interrupt the cleanup the first one starts.
         pending = self._cancelling.get(workflow_id)

@@ -1,0 +1,538 @@
+"""Passivation (DESIGN §3.1): every behaviour of §1 holds for an instance that is not
+loaded. Each test keeps ``max_loaded`` small so that the instance under test really is
+unloaded (checked through ``rt.loaded`` and the ``workflow.loaded`` / ``workflow.unloaded``
+debug events) before it is acted on, and then checks that it is loaded only when it has
+something to do, and does it exactly as a loaded one would. Time moves by ManualClock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import actorflow as af
+
+Make = Callable[..., af.Runtime]
+Clock = af.testing.ManualClock
+
+
+# -- the log: which instances were loaded and unloaded -------------------------------------
+
+
+class Log(logging.Handler):
+    """actorflow's events, decoded, as they are logged (JSON at debug level)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.events.append(json.loads(record.getMessage()))
+
+    def count(self, event: str, workflow_id: str | None = None) -> int:
+        return sum(
+            1
+            for e in self.events
+            if e["event"] == event and (workflow_id is None or e.get("workflow_id") == workflow_id)
+        )
+
+    def loads(self, workflow_id: str | None = None) -> int:
+        """How many times instances (or one) were loaded again by replay."""
+        return self.count("workflow.loaded", workflow_id)
+
+    def unloads(self, workflow_id: str | None = None) -> int:
+        return self.count("workflow.unloaded", workflow_id)
+
+    def unloaded(self, workflow_id: str) -> bool:
+        """Whether the instance's latest load or unload was an unload."""
+        for e in reversed(self.events):
+            if e.get("workflow_id") == workflow_id and e["event"] in (
+                "workflow.loaded",
+                "workflow.unloaded",
+            ):
+                return bool(e["event"] == "workflow.unloaded")
+        return False
+
+    def recovered(self) -> int:
+        """How many instances the latest open replayed."""
+        return int([e for e in self.events if e["event"] == "recovery.done"][-1]["instances"])
+
+
+@pytest.fixture
+def log() -> Iterator[Log]:
+    af.configure_logging("DEBUG", json=True)
+    stdlib = logging.getLogger("actorflow")
+    for handler in [h for h in stdlib.handlers if not isinstance(h, logging.NullHandler)]:
+        stdlib.removeHandler(handler)  # the lines go to the test only
+    collected = Log()
+    stdlib.addHandler(collected)
+    yield collected
+    stdlib.removeHandler(collected)
+    stdlib.setLevel(logging.NOTSET)
+    stdlib.propagate = True
+
+
+def at(clock: Clock, offset: float = 0.0) -> datetime:
+    return datetime.fromtimestamp(clock.now() + offset, UTC)
+
+
+def outcomes(status: af.Status) -> list[tuple[str, str | None, bool]]:
+    """An instance's events as (name, outcome, consumed), in the order they were sent."""
+    return [(e.name, e.outcome, e.consumed_at is not None) for e in status.events]
+
+
+async def unloaded(rt: af.Runtime, clock: Clock, log: Log, *ids: str) -> None:
+    """Let the runtime settle, then check that ``ids`` are unloaded."""
+    await clock.settle()
+    for instance_id in ids:
+        assert log.unloaded(instance_id), f"{instance_id} is loaded"
+    assert rt.max_loaded is None or rt.loaded <= rt.max_loaded
+
+
+# -- the workflows ---------------------------------------------------------------------------
+
+ping = af.Event("pas.ping", int)
+other = af.Event("pas.other", int)
+go = af.Event("pas.go")
+reply = af.Event("pas.reply", int)
+
+
+@af.workflow(name="pas.collect")
+async def collect(ctx: af.Context[None], n: int) -> list[int]:
+    """Takes ``n`` pings, in order."""
+    return [await ctx.wait_event(ping) for _ in range(n)]
+
+
+@af.workflow(name="pas.gated")
+async def gated(ctx: af.Context[None], n: int) -> list[int]:
+    """Waits for ``go``, then takes ``n`` of ``other``: those sent before are kept."""
+    await ctx.wait_event(go)
+    return [await ctx.wait_event(other) for _ in range(n)]
+
+
+# -- events by name ----------------------------------------------------------------------
+
+
+async def test_an_event_its_wait_takes_loads_an_unloaded_instance(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(collect, 3, id="c")
+        await unloaded(rt, clock, log, "c")
+        assert rt.loaded == 0
+        for k in range(3):
+            await rt.send("c", ping, k)
+            await clock.settle()
+            assert log.loads("c") == k + 1  # one load per event it takes
+            if k < 2:
+                assert log.unloaded("c") and rt.loaded == 0  # parked again: unloaded again
+        assert await h.result(timeout=5) == [0, 1, 2]
+        assert outcomes(await h.status()) == [("pas.ping", "value", True)] * 3
+
+
+async def test_events_its_wait_does_not_take_are_kept_in_order_without_loading_it(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(gated, 3, id="g")
+        await unloaded(rt, clock, log, "g")
+        for k in range(4):
+            await rt.send("g", other, k)
+            if k == 1 and rt.path is not None:
+                await rt.checkpoint()  # the snapshot moves to the store meanwhile
+        await clock.settle()
+        assert log.loads("g") == 0 and rt.loaded == 0
+        status = await h.status()
+        assert status.state == "waiting"
+        assert status.waiting_on == [af.Wait("event", "pas.go")]
+        assert outcomes(status) == [("pas.other", "value", False)] * 4
+        assert [s.id for s in await rt.list(status="waiting")] == ["g"]
+        await rt.send("g", go)
+        assert await h.result(timeout=5) == [0, 1, 2]  # oldest first, each once
+        assert log.loads("g") == 1
+        status = await h.status()
+        assert outcomes(status) == [
+            *[("pas.other", "value", True)] * 3,
+            ("pas.other", "value", False),  # left over: stays recorded, unconsumed
+            ("pas.go", "value", True),
+        ]
+        assert status.events[1].consumed_at == status.events[0].consumed_at == at(clock)
+
+
+async def test_the_least_recently_active_parked_instance_is_unloaded_first(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=2) as rt:
+        for name in "abc":
+            await rt.start(collect, 2, id=name)
+            await clock.settle()
+        assert rt.loaded == 2
+        assert log.unloaded("a") and log.unloads() == 1
+        await rt.send("a", ping, 1)  # a is active again; b is now the oldest
+        await clock.settle()
+        assert log.loads("a") == 1 and not log.unloaded("a")
+        assert log.unloaded("b") and not log.unloaded("c")
+        assert rt.loaded == 2
+        await rt.send("c", ping, 2)  # loaded: no load, and a stays loaded as well
+        await clock.settle()
+        assert log.loads() == 1 and rt.loaded == 2
+        for name in "abcb":
+            await rt.send(name, ping, 9)
+        assert [await rt.handle(n).result(timeout=5) for n in "abc"] == [[1, 9], [9, 9], [2, 9]]
+        assert log.loads("b") == 1
+
+
+async def test_concurrent_sends_to_an_unloaded_instance_are_each_taken_once(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(collect, 20, id="c")
+        await unloaded(rt, clock, log, "c")
+        if rt.path is not None:
+            await rt.checkpoint()  # found in the store, not in memory
+        # The first send loads it while the others are still being written.
+        await asyncio.gather(*(rt.send("c", ping, k) for k in range(10)))
+        await asyncio.gather(*(rt.send("c", ping, k) for k in range(10, 20)))
+        got = await h.result(timeout=5)
+        assert sorted(got[:10]) == list(range(10))  # each once, the older batch first
+        assert sorted(got[10:]) == list(range(10, 20))
+        status = await h.status()
+        assert outcomes(status) == [("pas.ping", "value", True)] * 20
+
+
+# -- tokens ------------------------------------------------------------------------------
+
+
+@af.workflow(name="pas.token")
+async def tokened(ctx: af.Context[None], gated: bool) -> str:
+    """Makes a token; if ``gated`` waits for ``go`` first; then waits on the token."""
+    ref = await ctx.create_event(reply)
+    if gated:
+        await ctx.wait_event(go)
+    try:
+        return f"value:{await ctx.wait_event(ref)}"
+    except af.EventFailed as exc:
+        return f"failed:{exc.error}"
+
+
+async def token_of(h: af.Handle[Any]) -> str:
+    [made] = [e for e in (await h.status()).events if e.token is not None]
+    assert made.token is not None
+    return made.token
+
+
+UNUSABLE = "unknown, already used, or its workflow has finished"
+
+
+@pytest.mark.parametrize("how", ["resolve", "reject"])
+async def test_a_token_loads_the_unloaded_instance_that_waits_on_it(
+    runtime: Make, clock: Clock, log: Log, how: str
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tokened, False, id="t")
+        await unloaded(rt, clock, log, "t")
+        token = await token_of(h)
+        assert (await h.status()).waiting_on == [af.Wait("event", "pas.reply", token)]
+        if how == "resolve":
+            await rt.resolve(token, 5)
+        else:
+            await rt.reject(token, "no")
+        assert await h.result(timeout=5) == ("value:5" if how == "resolve" else "failed:no")
+        assert log.loads("t") == 1
+        assert outcomes(await h.status()) == [
+            ("pas.reply", "value" if how == "resolve" else "failed", True)
+        ]
+        with pytest.raises(af.ActorflowError, match=UNUSABLE):
+            await rt.resolve(token, 6)  # its workflow has finished
+
+
+async def test_a_token_resolved_before_its_wait_is_kept_without_loading_and_used_once(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tokened, True, id="t")
+        await unloaded(rt, clock, log, "t")
+        token = await token_of(h)
+        await rt.resolve(token, 7)
+        await clock.settle()
+        assert log.loads("t") == 0 and rt.loaded == 0  # it waits on go, not on the token
+        for again in (rt.resolve(token, 8), rt.reject(token, "late")):
+            with pytest.raises(af.ActorflowError, match=UNUSABLE) as info:
+                await again  # single use, even while the instance is unloaded
+            assert not isinstance(info.value, af.InvalidPayload)
+        if rt.path is not None:
+            await rt.checkpoint()  # now the store's snapshot says it was used
+            with pytest.raises(af.ActorflowError, match=UNUSABLE):
+                await rt.resolve(token, 9)
+        status = await h.status()
+        assert outcomes(status) == [("pas.reply", "value", False)]
+        assert status.waiting_on == [af.Wait("event", "pas.go")]
+        await rt.send("t", go)
+        assert await h.result(timeout=5) == "value:7"
+        assert log.loads("t") == 1
+        assert outcomes(await h.status()) == [
+            ("pas.reply", "value", True),
+            ("pas.go", "value", True),
+        ]
+
+
+async def test_a_token_resolved_twice_at_once_while_unloaded_is_taken_once(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        handles = [await rt.start(tokened, gate, id=f"t{gate}") for gate in (False, True)]
+        await unloaded(rt, clock, log, "tFalse", "tTrue")
+        for h in handles:
+            token = await token_of(h)
+            tries = await asyncio.gather(
+                rt.resolve(token, 1), rt.resolve(token, 2), rt.reject(token, "x"),
+                return_exceptions=True,
+            )  # fmt: skip
+            assert sum(t is None for t in tries) == 1, tries
+            for t in tries:
+                assert t is None or (isinstance(t, af.ActorflowError) and UNUSABLE in str(t))
+        await rt.send("tTrue", go)
+        for h in handles:
+            assert await h.result(timeout=5) in ("value:1", "value:2", "failed:x")
+            tokens = [e for e in (await h.status()).events if e.token is not None]
+            assert len(tokens) == 1 and tokens[0].consumed_at is not None
+
+
+async def test_unknown_and_finished_tokens_of_unloaded_instances_are_unusable(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        done = await rt.start(tokened, True, id="done")
+        waiting = await rt.start(tokened, True, id="waiting")
+        await unloaded(rt, clock, log, "done", "waiting")
+        done_token = await token_of(done)
+        await done.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await done.result(timeout=5)
+        if rt.path is not None:
+            await rt.checkpoint()  # the finished one is in the store only
+        loads = log.loads()
+        for token in (done_token, "tno-such-token-here", "t" + (await token_of(waiting))[1:-1]):
+            with pytest.raises(af.ActorflowError, match=UNUSABLE):
+                await rt.resolve(token, 1)
+            with pytest.raises(af.ActorflowError, match=UNUSABLE):
+                await rt.reject(token, "no")
+        await clock.settle()
+        assert log.loads() == loads and rt.loaded == 0  # refused without loading anyone
+        assert outcomes(await rt.handle("waiting").status()) == [("pas.reply", None, False)]
+
+
+# -- time: timeouts and sleeps -------------------------------------------------------------
+
+
+@af.workflow(name="pas.patient")
+async def patient(ctx: af.Context[None], seconds: float) -> str:
+    """Waits for a ping, ``seconds`` at most."""
+    try:
+        return f"got:{await ctx.wait_event(ping, timeout=seconds)}"
+    except af.WaitTimeout:
+        return "timeout"
+
+
+@af.workflow(name="pas.naps")
+async def naps(ctx: af.Context[None], delays: list[float]) -> list[float]:
+    """Sleeps each delay in turn (the last one until a date); returns when it woke."""
+    woke = []
+    for n, delay in enumerate(delays):
+        if n == len(delays) - 1:
+            await ctx.sleep_until(datetime.fromtimestamp(ctx.now().timestamp() + delay, UTC))
+        else:
+            await ctx.sleep(delay)
+        woke.append(ctx.now().timestamp())
+    return woke
+
+
+async def test_a_timeout_fires_on_time_while_the_instance_is_unloaded(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        began = clock.now()
+        h = await rt.start(patient, 60, id="p")
+        other_h = await rt.start(patient, 90, id="q")
+        await unloaded(rt, clock, log, "p", "q")
+        status = await h.status()
+        assert status.waiting_on == [af.Wait("event", "pas.ping", None, at(clock, 60))]
+        await rt.send("p", other, 1)  # not what it waits for: no load
+        await clock.advance(30)
+        if rt.path is not None:
+            await rt.checkpoint()  # the deadline is then the store's to find
+        await clock.advance(29.75)
+        assert log.loads() == 0 and rt.loaded == 0
+        assert (await h.status()).state == "waiting"
+        await clock.advance(0.25)
+        assert await h.result(timeout=5) == "timeout"
+        status = await h.status()
+        assert status.finished_at == datetime.fromtimestamp(began + 60, UTC)
+        assert outcomes(status) == [("pas.other", "value", False)]
+        assert log.loads("p") == 1 and log.loads("q") == 0
+        await rt.send("q", ping, 4)  # q's deadline is still watched after p's fired
+        assert await other_h.result(timeout=5) == "got:4"
+        r = await rt.start(patient, 10, id="r")
+        await unloaded(rt, clock, log, "r")
+        await clock.advance(10)
+        assert await r.result(timeout=5) == "timeout"
+        assert (await r.status()).finished_at == at(clock)
+
+
+async def test_many_unloaded_deadlines_fire_in_order_each_at_its_time(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=2) as rt:
+        began = clock.now()
+        plans = {f"n{i}": [5.0 + i, 7.0 * (i % 3) + 1, 2.5] for i in range(8)}
+        for instance_id, delays in plans.items():
+            await rt.start(naps, delays, id=instance_id)
+        await unloaded(rt, clock, log, "n0", "n1", "n2", "n3", "n4", "n5")
+        for _ in range(12):
+            await clock.advance(2.5)
+            assert rt.loaded <= 2
+            if rt.path is not None:
+                await rt.checkpoint()
+        for instance_id, delays in plans.items():
+            woke = await rt.handle(instance_id).result(timeout=5)
+            expected = [began + delays[0]]
+            for delay in delays[1:]:
+                expected.append(expected[-1] + delay)
+            assert woke == expected, instance_id
+            assert log.loads(instance_id) >= 1
+
+
+# -- cancel ------------------------------------------------------------------------------
+
+effects: Counter[str] = Counter()
+"""Side effects of steps: how many times each ran."""
+
+
+def effect(what: str) -> str:
+    effects[what] += 1
+    return what
+
+
+@af.workflow(name="pas.tidy")
+async def tidy(ctx: af.Context[None], mode: str) -> str:
+    """Waits for a ping; cancelled, runs a cleanup step, and (``ack``) waits for ``go``
+    and runs another before ending cancelled, or (``swallow``) returns."""
+    try:
+        await ctx.wait_event(ping)
+        return "pinged"
+    except asyncio.CancelledError:
+        await ctx.step(effect, f"{ctx.workflow_id}/cleanup")
+        if mode == "ack":
+            await ctx.wait_event(go)  # parks again, mid-cleanup
+            await ctx.step(effect, f"{ctx.workflow_id}/acked")
+        if mode == "swallow":
+            return "swallowed"
+        raise
+
+
+@pytest.mark.parametrize("mode", ["raise", "swallow"])
+async def test_cancel_loads_an_unloaded_instance_and_runs_its_cleanup_once(
+    runtime: Make, clock: Clock, log: Log, mode: str
+) -> None:
+    effects.clear()
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tidy, mode, id=f"x-{mode}")
+        await unloaded(rt, clock, log, h.id)
+        await asyncio.gather(h.cancel(), h.cancel())  # two at once are one cancel
+        if mode == "raise":
+            with pytest.raises(af.WorkflowCancelled):
+                await h.result(timeout=5)
+            assert (await h.status()).state == "cancelled"
+        else:
+            assert await h.result(timeout=5) == "swallowed"
+            assert (await h.status()).state == "completed"
+        await h.cancel()  # a no-op once finished
+        assert log.loads(h.id) == 1
+    assert effects == {f"x-{mode}/cleanup": 1}
+
+
+async def test_a_cleanup_that_parks_is_unloaded_and_finishes_when_its_event_comes(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    effects.clear()
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tidy, "ack", id="x")
+        await unloaded(rt, clock, log, "x")
+        await h.cancel()
+        await unloaded(rt, clock, log, "x")  # parked on go, after its first cleanup step
+        status = await h.status()
+        assert status.state == "waiting" and status.waiting_on == [af.Wait("event", "pas.go")]
+        await rt.send("x", ping, 1)  # the cancelled wait is gone: kept, no load
+        await clock.settle()
+        assert log.loads("x") == 1 and rt.loaded == 0
+        await h.cancel()  # cancelled already: nothing to do, no load
+        await clock.settle()
+        assert log.loads("x") == 1 and rt.loaded == 0
+        await rt.send("x", go)  # replayed through the cancel and the stored step
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert log.loads("x") == 2
+        assert outcomes(await h.status()) == [
+            ("pas.ping", "value", False),
+            ("pas.go", "value", True),
+        ]
+    assert effects == {"x/cleanup": 1, "x/acked": 1}
+
+
+async def test_cancel_of_an_unloaded_sleeper(runtime: Make, clock: Clock, log: Log) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(naps, [100.0, 5.0], id="s")
+        await clock.advance(50)
+        await unloaded(rt, clock, log, "s")
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert (await h.status()).finished_at == at(clock)
+        await clock.advance(100)  # its old deadline loads nothing
+        assert log.loads("s") == 1 and rt.loaded == 0
+
+
+@pytest.mark.parametrize("what", ["cancel", "send"])
+async def test_what_is_acknowledged_while_closing_takes_effect_after_reopen(
+    db: Path, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    # The write of a cancel (or of the event that ends the workflow) is still in flight
+    # when the runtime closes: it commits and is acknowledged, but the instance's end,
+    # written after it, is not (closing drops it, as a crash would). The snapshot the
+    # close checkpoints must still say that the instance has something to do, so that
+    # the next open loads it, rather than show it parked on the wait it has left.
+    async with af.Runtime(db, clock=clock, max_loaded=None) as rt:
+        h = await rt.start(collect, 1, id="c")
+        await rt.start(collect, 1, id="idle")  # parked throughout: not loaded at reopen
+        await clock.settle()
+        release = asyncio.Event()
+        write = rt._store.write
+
+        async def slow_write(records: list[Any], marks: Any = ()) -> None:
+            await release.wait()  # a slow disk
+            await write(records, marks)
+
+        monkeypatch.setattr(rt._store, "write", slow_write)
+        acting = asyncio.ensure_future(h.cancel() if what == "cancel" else rt.send("c", ping, 1))
+        closing = asyncio.ensure_future(rt.close())
+        while not rt._writer._closed:  # closing has begun: later records are dropped
+            await asyncio.sleep(0)
+        release.set()
+        await closing
+        await acting  # acknowledged
+    monkeypatch.undo()
+    async with af.Runtime(db, clock=clock, max_loaded=0) as rt:
+        await clock.settle()
+        assert log.recovered() == 1  # c has something to do, idle has not
+        status = await rt.handle("c").status()
+        assert status.state == ("cancelled" if what == "cancel" else "completed"), status
+        assert (await rt.handle("idle").status()).state == "waiting"
+        assert log.loads("idle") == 0
