@@ -94,7 +94,6 @@ async def unloaded(rt: af.Runtime, clock: Clock, log: Log, *ids: str) -> None:
     await clock.settle()
     for instance_id in ids:
         assert log.unloaded(instance_id), f"{instance_id} is loaded"
-    assert rt.max_loaded is None or rt.loaded <= rt.max_loaded
 
 
 # -- the workflows ---------------------------------------------------------------------------
@@ -536,3 +535,132 @@ async def test_what_is_acknowledged_while_closing_takes_effect_after_reopen(
         assert status.state == ("cancelled" if what == "cancel" else "completed"), status
         assert (await rt.handle("idle").status()).state == "waiting"
         assert log.loads("idle") == 0
+
+
+# -- wait_for and notify --------------------------------------------------------------------
+
+BOARD: dict[str, int] = {}
+"""Outside data that the queries read."""
+TOPIC = "pas.board"
+query_runs: Counter[str] = Counter()
+
+
+def read_board(key: str) -> int:
+    query_runs[key] += 1
+    return BOARD.get(key, 0)
+
+
+class Gate:
+    """Holds an async query until the test opens it."""
+
+    def __init__(self) -> None:
+        self.running = asyncio.Event()
+        self.open = asyncio.Event()
+
+
+gates: dict[str, Gate] = {}
+
+
+async def read_board_slowly(key: str) -> int:
+    gate = gates[key]
+    gate.running.set()
+    await gate.open.wait()
+    return BOARD.get(key, 0)
+
+
+@af.workflow(name="pas.watch")
+async def watch(ctx: af.Context[None], key: str, slow: bool) -> int:
+    """Waits until the board holds a value under ``key`` (re-read on a notify of TOPIC)."""
+    query = read_board_slowly if slow else read_board
+    return await ctx.wait_for(query, key, on=TOPIC, timeout=3600)
+
+
+@af.workflow(name="pas.poll")
+async def poll(ctx: af.Context[None], key: str) -> int:
+    """Polls the board every minute: it never parks, so it is never unloaded."""
+    return await ctx.wait_for(read_board, key, every=60)
+
+
+@pytest.fixture
+def board() -> Iterator[dict[str, int]]:
+    BOARD.clear()
+    query_runs.clear()
+    gates.clear()
+    yield BOARD
+    BOARD.clear()
+
+
+async def test_notify_loads_the_unloaded_instances_that_listen_on_its_topic(
+    runtime: Make, clock: Clock, log: Log, board: dict[str, int]
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        handles = [await rt.start(watch, f"k{i}", False, id=f"w{i}") for i in range(3)]
+        await clock.settle()
+        # Parked once its query ran, but unloaded at the next commit (none came after the
+        # last one ran) or when max_loaded is set again.
+        rt.max_loaded = 0
+        await unloaded(rt, clock, log, "w0", "w1", "w2")
+        assert query_runs == {"k0": 1, "k1": 1, "k2": 1}  # once at the start
+        status = await handles[0].status()
+        assert status.waiting_on == [
+            af.Wait("query", f"{__name__}.read_board", None, at(clock, 3600))
+        ]
+        board["k1"] = 5
+        await rt.notify("pas.elsewhere")  # nobody listens: nothing is loaded
+        await clock.settle()
+        assert log.loads() == 0 and rt.loaded == 0
+        if rt.path is not None:
+            await rt.checkpoint()  # the listeners are then found in the store
+        await rt.notify(TOPIC)
+        assert await handles[1].result(timeout=5) == 5
+        rt.max_loaded = 0
+        await clock.settle()
+        assert [log.loads(h.id) for h in handles] == [1, 1, 1]
+        assert query_runs == {"k0": 2, "k1": 2, "k2": 2}  # the notify ran them, once each
+        assert log.unloaded("w0") and log.unloaded("w2") and rt.loaded == 0
+        board["k0"] = 7
+        await rt.notify(TOPIC, "pas.elsewhere")
+        assert await handles[0].result(timeout=5) == 7
+        await clock.advance(3600)  # w2's deadline, unloaded
+        with pytest.raises(af.WorkflowFailed, match="WaitTimeout"):
+            await handles[2].result(timeout=5)
+
+
+async def test_a_polling_query_is_never_unloaded(
+    runtime: Make, clock: Clock, log: Log, board: dict[str, int]
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(poll, "p", id="p")
+        await rt.start(collect, 1, id="c")
+        await unloaded(rt, clock, log, "c")
+        assert rt.loaded == 1 and log.unloads("p") == 0
+        await clock.advance(120)
+        assert query_runs["p"] == 3 and log.unloads("p") == 0
+        board["p"] = 1
+        await clock.advance(60)
+        assert await h.result(timeout=5) == 1
+
+
+async def test_a_query_running_when_its_instance_would_be_unloaded_is_not_lost(
+    runtime: Make, clock: Clock, log: Log, board: dict[str, int]
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        gates["s"] = gate = Gate()
+        gate.open.set()
+        h = await rt.start(watch, "s", True, id="s")
+        await clock.settle()
+        rt.max_loaded = 0
+        await unloaded(rt, clock, log, "s")
+        gate.running.clear()
+        gate.open.clear()
+        board["s"] = 3
+        notifying = asyncio.ensure_future(rt.notify(TOPIC))
+        await gate.running.wait()  # loaded, its query runs (and waits on outside data)
+        await rt.start(collect, 1, id="other")  # commits meanwhile
+        await rt.send("other", other, 1)
+        gate.open.set()
+        await notifying
+        await clock.settle()
+        assert (await h.status()).state == "completed"  # not lost, then found by a reload
+        assert await h.result(timeout=5) == 3
+        assert log.loads("s") == 1
