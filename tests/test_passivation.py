@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 import actorflow as af
@@ -664,3 +665,129 @@ async def test_a_query_running_when_its_instance_would_be_unloaded_is_not_lost(
         assert (await h.status()).state == "completed"  # not lost, then found by a reload
         assert await h.result(timeout=5) == 3
         assert log.loads("s") == 1
+
+
+# -- state, handlers and wait_until ----------------------------------------------------------
+
+vote = af.Event("pas.vote", int)
+
+
+class Tally(msgspec.Struct):
+    votes: list[int] = msgspec.field(default_factory=list)
+    rounds: int = 0
+
+
+@af.workflow(name="pas.tally", state=Tally)
+async def tally(ctx: af.Context[Tally], need: int) -> list[int]:
+    """Counts votes (a handler, while parked) until ``need`` came, a day at most."""
+    ctx.state.rounds += 1  # state the code changes, rebuilt by replay
+    await ctx.wait_until(lambda: len(ctx.state.votes) >= need, timeout=86400)
+    ctx.state.rounds += 1
+    await ctx.wait_event(go)
+    return [*ctx.state.votes, ctx.state.rounds]
+
+
+@tally.on(vote)
+def _count(state: Tally, v: int) -> None:
+    state.votes.append(v)
+
+
+async def test_a_handler_event_loads_an_unloaded_instance_and_updates_its_state(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tally, 3, id="v")
+        await unloaded(rt, clock, log, "v")
+        assert (await h.status()).waiting_on == [
+            af.Wait("condition", "condition", None, at(clock, 86400))
+        ]
+        for k in range(2):
+            await rt.send("v", vote, 10 + k)
+            await clock.settle()
+            assert log.loads("v") == k + 1  # a handler takes it: loaded to run it
+            assert log.unloaded("v") and rt.loaded == 0  # condition still false: parked
+            if rt.path is not None:
+                await rt.checkpoint()
+        assert (await h.status()).state == "waiting"
+        await rt.send("v", vote, 12)  # the third: the condition holds
+        await unloaded(rt, clock, log, "v")  # now parked on go
+        assert (await h.status()).waiting_on == [af.Wait("event", "pas.go")]
+        await rt.send("v", vote, 13)  # handled although nobody waits on it
+        await unloaded(rt, clock, log, "v")
+        await rt.send("v", go)
+        assert await h.result(timeout=5) == [10, 11, 12, 13, 2]
+        assert outcomes(await h.status()) == [
+            *[("pas.vote", "value", True)] * 4,
+            ("pas.go", "value", True),
+        ]
+
+
+async def test_votes_sent_at_once_to_an_unloaded_instance_are_each_counted_once(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(tally, 8, id="v")
+        await unloaded(rt, clock, log, "v")
+        await asyncio.gather(*(rt.send("v", vote, k) for k in range(8)))
+        await rt.send("v", go)
+        got = await h.result(timeout=5)
+        assert sorted(got[:8]) == list(range(8)) and got[8] == 2
+
+
+async def test_wait_until_times_out_on_time_while_unloaded(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        began = clock.now()
+        h = await rt.start(tally, 2, id="v")
+        await unloaded(rt, clock, log, "v")
+        await rt.send("v", vote, 1)
+        await unloaded(rt, clock, log, "v")
+        await clock.advance(86399.5)
+        assert (await h.status()).state == "waiting" and log.loads("v") == 1
+        await clock.advance(0.5)
+        with pytest.raises(af.WorkflowFailed, match="WaitTimeout"):
+            await h.result(timeout=5)
+        assert (await h.status()).finished_at == datetime.fromtimestamp(began + 86400, UTC)
+
+
+# -- steps: exactly once across unloads and reloads ---------------------------------------
+
+
+class Progress(msgspec.Struct):
+    done: list[str] = msgspec.field(default_factory=list)
+
+
+@af.workflow(name="pas.stepper", state=Progress)
+async def stepper(ctx: af.Context[Progress], n: int) -> list[str]:
+    """A step, then a wait, ``n`` times; the state records each step's result."""
+    for k in range(n):
+        ctx.state.done.append(await ctx.step(effect, f"{ctx.workflow_id}/{k}"))
+        if k % 2:
+            await ctx.wait_event(ping)
+        else:
+            await ctx.sleep(10)
+    return ctx.state.done
+
+
+async def test_steps_run_once_and_state_survives_unloads_and_reloads(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    effects.clear()
+    ids = [f"s{i}" for i in range(6)]
+    async with runtime(max_loaded=1) as rt:
+        for instance_id in ids:
+            await rt.start(stepper, 6, id=instance_id)
+        for _ in range(3):
+            await clock.advance(10)  # the sleepers wake (loaded) and park on ping
+            assert rt.loaded <= 1 and sum(map(log.unloaded, ids)) >= len(ids) - 1
+            for instance_id in reversed(ids):
+                await rt.send(instance_id, ping, 0)
+                await clock.settle()
+            if rt.path is not None:
+                await rt.checkpoint()
+        for instance_id in ids:
+            expected = [f"{instance_id}/{k}" for k in range(6)]
+            assert await rt.handle(instance_id).result(timeout=5) == expected
+            assert log.loads(instance_id) >= 3  # replayed past stored steps each time
+    assert effects == {f"{i}/{k}": 1 for i in ids for k in range(6)}
