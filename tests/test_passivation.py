@@ -791,3 +791,224 @@ async def test_steps_run_once_and_state_survives_unloads_and_reloads(
             assert await rt.handle(instance_id).result(timeout=5) == expected
             assert log.loads(instance_id) >= 3  # replayed past stored steps each time
     assert effects == {f"{i}/{k}": 1 for i in ids for k in range(6)}
+
+
+# -- status and list ---------------------------------------------------------------------
+
+
+async def test_status_and_list_never_load_and_show_unloaded_instances_as_they_are(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        began = at(clock)
+        await rt.start(collect, 2, id="a")
+        await rt.start(gated, 2, id="g")
+        await rt.start(patient, 30, id="p")
+        t = await rt.start(tokened, False, id="t")
+        await rt.start(tally, 5, id="v")
+        done = await rt.start(collect, 1, id="done")
+        gone = await rt.start(tidy, "raise", id="gone")
+        await clock.settle()
+        rt.max_loaded = 0
+        await rt.send("done", ping, 1)
+        await gone.cancel()
+        await done.result(timeout=5)
+        await unloaded(rt, clock, log, "a", "g", "p", "t", "v")
+        await rt.send("g", other, 1)  # kept in the mailbox of the unloaded instance
+        await rt.send("a", other, 2)
+        token = await token_of(t)
+        loads = log.loads()
+        await clock.settle()
+        assert rt.loaded == 0
+
+        expected_waits = {
+            "a": [af.Wait("event", "pas.ping")],
+            "g": [af.Wait("event", "pas.go")],
+            "p": [af.Wait("event", "pas.ping", None, at(clock, 30))],
+            "t": [af.Wait("event", "pas.reply", token)],
+            "v": [af.Wait("condition", "condition", None, at(clock, 86400))],
+        }
+        for _ in range(2):  # from memory, then (SQLite) from the store
+            for instance_id, waits in expected_waits.items():
+                status = await rt.handle(instance_id).status()
+                assert (status.state, status.waiting_on) == ("waiting", waits), status
+                assert status.created_at == began and status.finished_at is None
+            assert outcomes(await rt.handle("g").status()) == [("pas.other", "value", False)]
+            assert outcomes(await rt.handle("a").status()) == [("pas.other", "value", False)]
+            assert outcomes(await t.status()) == [("pas.reply", None, False)]
+            assert (await done.status()).state == "completed"
+            assert (await gone.status()).state == "cancelled"
+
+            listed = {s.id: s for s in await rt.list()}
+            assert {i: s.state for i, s in listed.items()} == {
+                **dict.fromkeys(expected_waits, "waiting"),
+                "done": "completed",
+                "gone": "cancelled",
+            }
+            assert all(listed[i].waiting_on == w for i, w in expected_waits.items())
+            assert all(s.events == [] for s in listed.values())
+            assert [s.id for s in await rt.list(status="waiting")] == list(expected_waits)
+            finished = await rt.list(status=["completed", "cancelled"])
+            assert [s.id for s in finished] == ["done", "gone"]
+            assert [s.id for s in await rt.list(status="running")] == []
+            assert [s.id for s in await rt.list(workflow=collect)] == ["a", "done"]
+            assert [s.id for s in await rt.list(workflow="pas.gated")] == ["g"]
+            both = await rt.list(status="waiting", workflow="pas.collect")
+            assert [s.id for s in both] == ["a"]
+            assert log.loads() == loads and rt.loaded == 0  # none of it loaded anything
+            if rt.path is None:
+                break
+            await rt.checkpoint()
+
+
+# -- opening a file with many parked instances --------------------------------------------
+
+step_gate: dict[str, asyncio.Event] = {}
+
+
+async def held_step(key: str) -> str:
+    """A step that runs until the test lets it end."""
+    effects[f"{key}/began"] += 1
+    await step_gate[key].wait()
+    return key
+
+
+@af.workflow(name="pas.busy")
+async def busy(ctx: af.Context[None], key: str) -> str:
+    return await ctx.step(held_step, key)
+
+
+async def test_opening_loads_only_the_instances_with_something_to_do(
+    db: Path,
+    clock: Clock,
+    log: Log,
+    board: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    effects.clear()
+    step_gate["b"] = asyncio.Event()
+    monkeypatch.setattr("actorflow.runtime.STEP_GRACE", 0.01)
+    began = clock.now()
+    async with af.Runtime(db, clock=clock, max_loaded=None) as rt:
+        for i in range(40):
+            await rt.start(collect, 1, id=f"c{i}")  # nothing to do until a ping
+        for i in range(5):
+            await rt.start(patient, 10, id=f"p{i}")  # due while the file is closed
+        for i in range(3):
+            await rt.start(naps, [1000.0], id=f"n{i}")  # not due yet
+            await rt.start(watch, f"w{i}", False, id=f"w{i}")  # a query: runs at open
+        await rt.start(gated, 1, id="g")
+        await rt.send("g", other, 1)  # an event its wait does not take
+        await rt.start(tidy, "ack", id="x")
+        await rt.handle("x").cancel()  # parked in its cleanup, cancel stored
+        await clock.settle()
+        await rt.start(busy, "b", id="b")  # its step is in flight at close: abandoned
+        while not effects["b/began"]:
+            await asyncio.sleep(0)
+        assert rt.loaded == 54 and log.unloads() == 0
+    assert effects == {"b/began": 1, "x/cleanup": 1}
+    await clock.advance(20)  # no runtime runs meanwhile
+
+    async with af.Runtime(db, clock=clock, max_loaded=None) as rt:
+        reopened = at(clock)
+        assert log.recovered() == 5 + 3 + 1  # the due ones, the queries, the step
+        step_gate["b"].set()
+        assert await rt.handle("b").result(timeout=5) == "b"
+        for i in range(5):
+            assert await rt.handle(f"p{i}").result(timeout=5) == "timeout"
+            assert (await rt.handle(f"p{i}").status()).finished_at == reopened
+        await clock.settle()
+        assert rt.loaded == 3 and log.loads() == 0  # the queries, parked; none loaded since
+        assert query_runs == {"w0": 2, "w1": 2, "w2": 2}
+        waiting = await rt.list(status="waiting")
+        assert len(waiting) == 40 + 3 + 3 + 1 + 1 and log.loads() == 0
+        await rt.send("c7", ping, 7)
+        assert await rt.handle("c7").result(timeout=5) == [7]
+        assert log.loads("c7") == 1
+        await clock.advance(1000)
+        for i in range(3):
+            assert await rt.handle(f"n{i}").result(timeout=5) == [began + 1000]
+        assert log.loads() == 1 + 3
+        await rt.send("g", go)
+        assert await rt.handle("g").result(timeout=5) == [1]
+        rt.max_loaded = 0
+        assert rt.loaded == 0
+    assert effects == {"b/began": 2, "x/cleanup": 1}  # the abandoned step ran again
+
+    async with af.Runtime(db, clock=clock, max_loaded=2) as rt:
+        assert log.recovered() == 3  # the queries only
+        await clock.settle()
+        assert rt.loaded <= 2
+
+
+# -- max_loaded ------------------------------------------------------------------------
+
+
+async def test_max_loaded_none_never_unloads_and_can_be_changed_at_run_time(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    assert af.Runtime().max_loaded == 10_000
+    async with runtime(max_loaded=None) as rt:
+        ids = [f"c{i}" for i in range(12)]
+        for instance_id in ids:
+            await rt.start(collect, 2, id=instance_id)
+        await clock.advance(3600)
+        assert rt.loaded == 12 and log.unloads() == 0
+        rt.max_loaded = 5  # the least recently active go now
+        assert rt.max_loaded == 5 and rt.loaded == 5
+        assert [log.unloaded(i) for i in ids] == [True] * 7 + [False] * 5
+        rt.max_loaded = None
+        for instance_id in ids[:7]:
+            await rt.send(instance_id, ping, 1)  # each loads one, and all stay loaded
+        await clock.settle()
+        assert rt.loaded == 12 and log.loads() == 7 and log.unloads() == 7
+        rt.max_loaded = 0
+        assert rt.loaded == 0 and log.unloads() == 19
+        rt.max_loaded = 3
+        await asyncio.gather(*(rt.send(i, ping, 2) for i in ids))
+        await asyncio.gather(*(rt.send(i, ping, 3) for i in ids[7:]))
+        for instance_id in ids:
+            got = await rt.handle(instance_id).result(timeout=5)
+            assert got == ([1, 2] if instance_id in ids[:7] else [2, 3])
+        for bad in (-1, 1.5, "3"):
+            with pytest.raises(ValueError, match="max_loaded"):
+                rt.max_loaded = bad  # type: ignore[assignment]
+        with pytest.raises(ValueError, match="max_loaded"):
+            runtime(max_loaded=-1)
+        assert rt.max_loaded == 3
+
+
+async def test_changing_max_loaded_under_traffic_loses_and_repeats_nothing(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    effects.clear()
+    ids = [f"s{i}" for i in range(10)]
+    async with runtime(max_loaded=4) as rt:
+        for instance_id in ids:
+            await rt.start(stepper, 6, id=instance_id)
+
+        async def traffic(instance_id: str) -> None:
+            await rt.send(instance_id, other, 0)  # never taken
+            await asyncio.sleep(0)
+            await rt.send(instance_id, ping, 0)
+
+        async def limits() -> None:
+            for limit in (0, None, 1, 3, 0, 2, None, 0):
+                rt.max_loaded = limit
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
+
+        for _ in range(3):
+            await clock.advance(10)
+            await asyncio.gather(*(traffic(i) for i in ids), limits())
+            await clock.settle()
+        for instance_id in ids:
+            done = await rt.handle(instance_id).result(timeout=5)
+            assert done == [f"{instance_id}/{k}" for k in range(6)]
+            events = outcomes(await rt.handle(instance_id).status())
+            assert (
+                sorted(events)
+                == [("pas.other", "value", False)] * 3 + [("pas.ping", "value", True)] * 3
+            )
+        assert log.loads() > 0 and log.unloads() > 0
+    assert effects == {f"{i}/{k}": 1 for i in ids for k in range(6)}
