@@ -1012,3 +1012,112 @@ async def test_changing_max_loaded_under_traffic_loses_and_repeats_nothing(
             )
         assert log.loads() > 0 and log.unloads() > 0
     assert effects == {f"{i}/{k}": 1 for i in ids for k in range(6)}
+
+
+# -- more of §1 on unloaded instances ------------------------------------------------------
+
+
+@af.workflow(name="pas.race")
+async def race(ctx: af.Context[None]) -> list[Any]:
+    """``ctx.first`` of a ping and a sleep, twice; then one more ping."""
+    out: list[Any] = []
+    for _ in range(2):
+        out.append(list(await ctx.first(ctx.wait_event(ping), ctx.sleep(60))))
+    out.append(await ctx.wait_event(ping))
+    return out
+
+
+async def test_first_of_an_event_and_a_timer_while_unloaded(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(race, id="r")
+        await unloaded(rt, clock, log, "r")
+        await clock.advance(60)  # the timer wins; the event wait takes nothing
+        await unloaded(rt, clock, log, "r")
+        await rt.send("r", ping, 1)  # the event wins the second round
+        await unloaded(rt, clock, log, "r")
+        assert log.loads("r") == 2
+        await clock.advance(60)  # the second round's timer was cancelled: loads nothing
+        assert log.loads("r") == 2
+        await rt.send("r", ping, 2)
+        assert await h.result(timeout=5) == [[1, None], [0, 1], 2]
+
+
+async def test_errors_for_unloaded_instances_are_those_of_loaded_ones(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(collect, 1, id="c")
+        done = await rt.start(collect, 1, id="done")
+        await rt.send("done", ping, 0)
+        await done.result(timeout=5)
+        await unloaded(rt, clock, log, "c")
+        if rt.path is not None:
+            await rt.checkpoint()
+        loads = log.loads()
+        with pytest.raises(af.InvalidPayload):
+            await rt.send("c", ping, "not an int")
+        with pytest.raises(af.ActorflowError, match="has finished"):
+            await rt.send("done", ping, 1)
+        with pytest.raises(af.ActorflowError, match="no workflow instance"):
+            await rt.send("nobody", ping, 1)
+        with pytest.raises(af.ActorflowError, match="already exists"):
+            await rt.start(gated, 1, id="c")
+        again = await rt.start(collect, 5, id="c")  # idempotent: the same instance
+        assert again.id == "c" and again.workflow == "pas.collect"
+        await clock.settle()
+        assert log.loads() == loads and rt.loaded == 0
+        assert (await h.status()).events == []  # nothing was stored
+        with pytest.raises(af.WaitTimeout):
+            await rt.handle("c").result(timeout=0.01)  # whoever waits loads it
+        assert log.loads("c") == 1
+        await rt.send("c", ping, 3)
+        assert await h.result(timeout=5) == [3]
+
+
+async def test_inbox_requests_reach_unloaded_instances(
+    db: Path, clock: Clock, log: Log, board: dict[str, int]
+) -> None:
+    from actorflow.inbox import (
+        CancelRequest,
+        NotifyRequest,
+        ResolveRequest,
+        SendRequest,
+        receipt,
+        submit,
+    )
+
+    async with af.Runtime(db, clock=clock) as rt:
+        await rt.start(collect, 1, id="c")
+        await rt.start(gated, 1, id="g")
+        t = await rt.start(tokened, False, id="t")
+        await rt.start(tidy, "raise", id="x")
+        await rt.start(watch, "wk", False, id="w")
+        await rt.start(collect, 1, id="idle")
+        await clock.settle()
+        token = await token_of(t)
+    board["wk"] = 4
+    requests = [
+        SendRequest("c", "pas.ping", "1"),
+        SendRequest("g", "pas.other", "2"),  # not taken: kept, no load
+        ResolveRequest(token, "3"),
+        ResolveRequest(token, "5"),  # used: rejected
+        CancelRequest("x"),
+        NotifyRequest(["pas.board"]),
+        SendRequest("nobody", "pas.ping", "6"),
+    ]
+    seqs = [submit(db, r) for r in requests]
+    async with af.Runtime(db, clock=clock, max_loaded=0) as rt:
+        # Applied, in order, before open returned.
+        verdicts = [receipt(db, s).status for s in seqs]
+        assert verdicts == ["accepted"] * 3 + ["rejected"] + ["accepted"] * 2 + ["rejected"]
+        assert await rt.handle("c").result(timeout=5) == [1]
+        assert await rt.handle("t").result(timeout=5) == "value:3"
+        with pytest.raises(af.WorkflowCancelled):
+            await rt.handle("x").result(timeout=5)
+        assert await rt.handle("w").result(timeout=5) == 4
+        await clock.settle()
+        assert [log.loads(i) for i in ("c", "t", "x", "g", "idle")] == [1, 1, 1, 0, 0]
+        assert outcomes(await rt.handle("g").status()) == [("pas.other", "value", False)]
+        assert rt.loaded == 0
