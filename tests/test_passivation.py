@@ -10,6 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -1121,3 +1127,88 @@ async def test_inbox_requests_reach_unloaded_instances(
         assert [log.loads(i) for i in ("c", "t", "x", "g", "idle")] == [1, 1, 1, 0, 0]
         assert outcomes(await rt.handle("g").status()) == [("pas.other", "value", False)]
         assert rt.loaded == 0
+
+
+# -- kill -9 -----------------------------------------------------------------------------
+
+CHILD = Path(__file__).with_name("passivation_child.py")
+KILL_INSTANCES = 16
+KILL_PINGS = 16
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def run_child(db: Path, work: Path, kill: random.Random | None) -> None:
+    """Run the child to the end, or (``kill``) SIGKILL it a random moment after its
+    traffic has begun (some sends acknowledged in this run)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(CHILD), str(db), str(work), str(KILL_INSTANCES), str(KILL_PINGS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if kill is not None:
+        acks = len(lines(work / "acks.log"))
+        deadline = time.monotonic() + 60
+        while len(lines(work / "acks.log")) <= acks + kill.randrange(1, 40):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the child makes no progress"
+            time.sleep(0.005)
+        time.sleep(kill.uniform(0, 0.05))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "DONE" in out, err
+
+
+def test_kill_9_with_most_instances_unloaded_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "kill.db"
+    rng = random.Random(int(os.environ.get("CRASH_SEED", "11")))
+    for _ in range(4):
+        run_child(db, tmp_path, rng)
+    run_child(db, tmp_path, None)
+
+    finished = json.loads((tmp_path / "results.json").read_text())
+    results = finished["results"]
+    assert finished["loads"] > 0  # instances were unloaded and loaded again
+    assert len(results) == KILL_INSTANCES
+    runs: dict[str, list[str]] = {}
+    for line in lines(tmp_path / "steps.log"):
+        instance, nonce = line.split()
+        runs.setdefault(instance, []).append(nonce)
+    tried: dict[str, list[int]] = {}
+    for line in lines(tmp_path / "tries.log"):
+        instance, payload = line.split()
+        tried.setdefault(instance, []).append(int(payload))
+    for line in lines(tmp_path / "acks.log"):  # no acknowledged ping was lost
+        instance, payload = line.split()
+        assert int(payload) in results[instance]["got"], (instance, payload)
+    for instance, result in results.items():
+        got = result["got"]
+        assert len(got) == KILL_PINGS == len(set(got)), (instance, got)
+        order = [p for p in tried[instance] if p in got]  # each taken once, in send order
+        assert got == order, (instance, got, tried[instance])
+        stored = [result["first"], *result["middle"], result["last"]]
+        assert len(stored) == 2 + KILL_PINGS // 4
+        for nonce in stored:
+            kind = nonce.split("-")[0]
+            executions = [n for n in runs[instance] if n.split("-")[0] == kind]
+            assert executions[-1] == nonce, f"{instance}: step {kind} ran after it was stored"
+    asyncio.run(check_stored_events(db))
+
+
+async def check_stored_events(db: Path) -> None:
+    """Every instance holds its pings, each consumed once, and its noise, kept unconsumed."""
+    async with af.Runtime(db, max_loaded=0) as rt:
+        listed = await rt.list()
+        assert [s.state for s in listed] == ["completed"] * KILL_INSTANCES
+        for s in listed:
+            events = outcomes(await rt.handle(s.id).status())
+            assert (
+                sorted(events)
+                == [("passchild.noise", "value", False)]
+                + [("passchild.ping", "value", True)] * KILL_PINGS
+            ), s.id
