@@ -26,6 +26,7 @@ import msgspec
 import pytest
 
 import actorflow as af
+from actorflow.records import EventSent
 
 Make = Callable[..., af.Runtime]
 Clock = af.testing.ManualClock
@@ -212,6 +213,50 @@ async def test_concurrent_sends_to_an_unloaded_instance_are_each_taken_once(
         assert sorted(got[10:]) == list(range(10, 20))
         status = await h.status()
         assert outcomes(status) == [("pas.ping", "value", True)] * 20
+
+
+async def test_sends_are_queued_in_call_order_whether_loaded_or_not(
+    runtime: Make, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A send to an unloaded instance may have to read it from the store first; the
+    # sends called after it, to it or to a loaded instance, must not overtake it (they
+    # would not overtake a send to a loaded instance): its mailbox keeps the call order,
+    # and a crash keeps a prefix of the calls.
+    async with runtime(max_loaded=1) as rt:
+        for instance_id in ("u", "l"):
+            await rt.start(collect, 4, id=instance_id)
+            await clock.settle()
+        await unloaded(rt, clock, log, "u")
+        if rt.path is not None:
+            await rt.checkpoint()  # u is in the store only
+        queued: list[tuple[str, str, bytes | None]] = []
+        write = rt._store.write
+
+        async def spy(records: list[Any], marks: Any = ()) -> None:
+            queued.extend((r.wf, r.name, r.payload) for r in records if isinstance(r, EventSent))
+            await write(records, marks)
+
+        monkeypatch.setattr(rt._store, "write", spy)
+        calls = [(instance_id, k) for k in range(4) for instance_id in ("u", "l")]
+        await asyncio.gather(*(rt.send(i, ping, k) for i, k in calls))
+        assert [(wf, ping.decode(payload)) for wf, _, payload in queued] == calls
+        assert [await rt.handle(i).result(timeout=5) for i in "ul"] == [[0, 1, 2, 3]] * 2
+        handles = [await rt.start(tokened, True, id=f"t{i}") for i in range(2)]
+        await unloaded(rt, clock, log, "t0")
+        tokens = [await token_of(h) for h in handles]
+        if rt.path is not None:
+            await rt.checkpoint()  # t0's token is found in the store
+        queued.clear()
+        await asyncio.gather(
+            rt.resolve(tokens[0], 1), rt.send("t1", go), rt.resolve(tokens[1], 2), rt.send("t0", go)
+        )
+        assert [(wf, name) for wf, name, _ in queued] == [
+            ("t0", "pas.reply"), ("t1", "pas.go"), ("t1", "pas.reply"), ("t0", "pas.go")
+        ]  # fmt: skip
+        assert [await rt.handle(f"t{i}").result(timeout=5) for i in range(2)] == [
+            "value:1",
+            "value:2",
+        ]
 
 
 # -- tokens ------------------------------------------------------------------------------
