@@ -257,8 +257,8 @@ class Actor:
     @property
     def parked(self) -> bool:
         """Whether the instance is live and waits on nothing but events, timers, conditions
-        and queries that do not poll, with nothing of its own being decided: it can be
-        unloaded and later replayed to this same point."""
+        and queries that do not poll and are not running, with nothing of its own being
+        decided: it can be unloaded and later replayed to this same point."""
         if self.phase is not Phase.LIVE or self.task is None or self.task.done():
             return False
         if self._returned or self._unwritten or self._reserved or not self.calls:
@@ -266,7 +266,11 @@ class Actor:
         for call in self.calls.values():
             if call.bound or call.future.done() or call.kind == "step":
                 return False
-            if call.kind == "query" and call.spec[3] is not None:
+            # A query that polls, or whose run is under way (its value would be lost),
+            # keeps its instance loaded.
+            if call.kind == "query" and (
+                call.spec[3] is not None or (call.watch is not None and call.watch.running)
+            ):
                 return False
         return True
 
@@ -306,6 +310,10 @@ class Actor:
         self.phase = Phase.FINISHING
         for call in self.calls.values():
             self._unregister(call)
+        # It waits on nothing now (set at once, as _record_waits does): should a close
+        # drop its Finished after a checkpoint stored what led to it (an event taken, a
+        # cancel), the stored snapshot still says it has work, and the next open loads it.
+        self.snapshot.waiting = []
         self.services.writer.append(
             [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
         )

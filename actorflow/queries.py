@@ -83,6 +83,11 @@ class QueryWatch:
         run.add_done_callback(self.runs.discard)
         return run
 
+    @property
+    def running(self) -> bool:
+        """Whether a run of the query is under way (or about to start)."""
+        return self._running is not None
+
     def cancel(self) -> None:
         """Stop watching: the wait got its outcome or was cancelled."""
         self._stopped = True

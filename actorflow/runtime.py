@@ -9,7 +9,7 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -116,6 +116,7 @@ class Runtime:
         self._inbox_done: set[int] = set()
         self._closer: asyncio.Task[None] | None = None
         self._cancelling: dict[str, asyncio.Future[None]] = {}  # CancelRequested being written
+        self._accepting: asyncio.Future[None] | None = None  # the latest send not yet queued
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
@@ -391,9 +392,11 @@ class Runtime:
         definition = lookup(event)
         payload, error_text = self._payload(definition, value, error, cancelled)
         check_name(workflow_id, "an instance ID")
-        await self._deliver(
-            workflow_id, definition.name, None, payload, error_text, cancelled, None, marks
-        )
+        deliver = partial(
+            self._deliver,
+            workflow_id, definition.name, None, payload, error_text, cancelled, None, marks,
+        )  # fmt: skip
+        await self._in_call_order(deliver)
         _log.info("event.sent", workflow_id=workflow_id, name=definition.name)
 
     async def resolve(self, event_id: str, value: Any = None) -> None:
@@ -416,14 +419,20 @@ class Runtime:
         self, token: str, value: Any, error: str | BaseException | None, marks: Sequence[Mark]
     ) -> None:
         self._check_open()
-        snapshot = await self._token_owner(token)
-        made = snapshot.tokens[token]
-        definition = lookup(made.name)
-        payload, error_text = self._payload(definition, value, error, False)
-        await self._deliver(
-            snapshot.id, made.name, token, payload, error_text, False, made.created_at, marks
-        )
-        _log.info("event.resolved", workflow_id=snapshot.id, name=made.name)
+        owner = name = ""
+
+        async def accept() -> asyncio.Future[None]:
+            nonlocal owner, name
+            snapshot = await self._token_owner(token)
+            made = snapshot.tokens[token]
+            owner, name = snapshot.id, made.name
+            payload, error_text = self._payload(lookup(name), value, error, False)
+            return await self._deliver(
+                owner, name, token, payload, error_text, False, made.created_at, marks
+            )
+
+        await self._in_call_order(accept)
+        _log.info("event.resolved", workflow_id=owner, name=name)
 
     async def _token_owner(self, token: str) -> Snapshot:
         """The snapshot of the unfinished instance that can still take ``token``; one
@@ -454,18 +463,17 @@ class Runtime:
         cancelled: bool,
         created_at: float | None,
         marks: Sequence[Mark],
-    ) -> None:
-        """Offer an event to its instance, loaded or not; returns once it is durable. An
-        unloaded instance gets it in its mailbox without being loaded; once committed,
-        the instance is loaded if its wait (or a handler) takes it."""
+    ) -> asyncio.Future[None]:
+        """Offer an event to its instance, loaded or not; returns its write, resolved once
+        it is durable. An unloaded instance gets it in its mailbox without being loaded;
+        once committed, the instance is loaded if its wait (or a handler) takes it."""
         directory = self._directory
         while True:
             actor = directory.loaded.get(workflow_id)
             if actor is not None:
                 if token is not None and not actor.can_take(token):
                     raise ActorflowError(_UNUSABLE_TOKEN)
-                await actor.offer(name, token, payload, error, cancelled, created_at, marks)
-                return
+                return actor.offer(name, token, payload, error, cancelled, created_at, marks)
             if (pending := self._starting.get(workflow_id)) is not None:
                 await asyncio.wait([pending])
                 continue
@@ -491,10 +499,30 @@ class Runtime:
                 workflow_id, directory.next_event_id(snapshot), name, token, payload, error,
                 cancelled, now if created_at is None else created_at, now,
             )  # fmt: skip
-            await self._write_unloaded(snapshot, [sent], marks)
+            written = self._write_unloaded(snapshot, [sent], marks)
             if self._tracing is not None:
                 self._tracing.event_sent(workflow_id, sent.id, name, token is not None)
-            return
+            return written
+
+    async def _in_call_order(self, accept: Callable[[], Awaitable[asyncio.Future[None]]]) -> None:
+        """Queue an event (``accept`` queues it and returns its write) after every event
+        sent or resolved before this call was queued, then wait until it is durable.
+
+        Events reach the writer in the order of the calls, as they do for loaded
+        instances, even when one must first be read from the store (an unloaded
+        instance): the calls after it wait meanwhile. The wait for durability is not
+        ordered, so that events of one loop turn still share a commit."""
+        ahead, turn = self._accepting, host_loop().create_future()
+        self._accepting = turn
+        try:
+            if ahead is not None and not ahead.done():
+                await asyncio.wait([ahead])
+            written = await accept()
+        finally:
+            turn.set_result(None)
+            if self._accepting is turn:
+                self._accepting = None
+        await written
 
     def _write_unloaded(
         self, snapshot: Snapshot, records: builtins.list[Record], marks: Sequence[Mark]
@@ -757,8 +785,11 @@ class Runtime:
         if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
         # An unloaded instance is loaded first: its code (or, held, its runtime) ends it
-        # exactly as a loaded one's would.
-        actor = None if snapshot.finished else await directory.load(workflow_id)
+        # exactly as a loaded one's would; one whose cancel is stored has nothing to do.
+        if snapshot.finished or (actor is None and snapshot.cancel_requested):
+            actor = None
+        else:
+            actor = await directory.load(workflow_id)
         # A cancel while another is being written is that one: a second CancelRequested
         # would interrupt the cleanup the first one starts.
         pending = self._cancelling.get(workflow_id)

@@ -17,6 +17,10 @@ Crashes come in three strengths:
   The model then learns from the reopened file which of the unacknowledged sends
   were stored, and checks that every acknowledged send was, and that the stored ones
   are a prefix of the issue order.
+
+Passivation is invisible to the model: the runtime opens with a random ``max_loaded``
+(0 to 3, none, or the default) and ``set_max_loaded`` changes it at random, so that
+instances are unloaded and loaded again by replay between any two steps.
 """
 
 from __future__ import annotations
@@ -278,6 +282,7 @@ class RuntimeModel(RuleBasedStateMachine):
         self.by_id: dict[str, MInstance] = {}
         self.payload = 0
         self.checkpoint_every = 50_000
+        self.max_loaded: int | None = 10_000
         self.rt: af.Runtime | None = None
         BOARD.clear()
 
@@ -291,7 +296,12 @@ class RuntimeModel(RuleBasedStateMachine):
         return self.rt
 
     async def open(self) -> None:
-        self.rt = af.Runtime(self.path, clock=self.clock, checkpoint_every=self.checkpoint_every)
+        self.rt = af.Runtime(
+            self.path,
+            clock=self.clock,
+            checkpoint_every=self.checkpoint_every,
+            max_loaded=self.max_loaded,
+        )
         await self.rt.open()
         await self.clock.settle()
 
@@ -317,10 +327,22 @@ class RuntimeModel(RuleBasedStateMachine):
             BOARD.clear()
 
     # -- rules -------------------------------------------------------------------------
-    @initialize(checkpoint_every=st.sampled_from([3, 10, 50_000]))
-    def begin(self, checkpoint_every: int) -> None:
+    @initialize(
+        checkpoint_every=st.sampled_from([3, 10, 50_000]),
+        max_loaded=st.sampled_from([0, 1, 2, 3, None, 10_000]),
+    )
+    def begin(self, checkpoint_every: int, max_loaded: int | None) -> None:
         self.checkpoint_every = checkpoint_every
+        self.max_loaded = max_loaded
         self.run(self.open())
+
+    @rule(max_loaded=st.sampled_from([0, 1, 2, 3, None]))
+    def set_max_loaded(self, max_loaded: int | None) -> None:
+        """Passivation is invisible: lowering the limit unloads parked instances now,
+        raising it lets later loads stay, and nothing the model sees changes."""
+        self.max_loaded = max_loaded
+        self.runtime.max_loaded = max_loaded
+        self.run(self.clock.settle())
 
     @rule(
         kind=st.sampled_from(sorted(WORKFLOWS)),
