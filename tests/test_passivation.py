@@ -938,7 +938,7 @@ async def test_opening_loads_only_the_instances_with_something_to_do(
 ) -> None:
     effects.clear()
     step_gate["b"] = asyncio.Event()
-    monkeypatch.setattr("actorflow.runtime.STEP_GRACE", 0.01)
+    monkeypatch.setattr("actorflow.host.executor.STEP_GRACE", 0.01)
     began = clock.now()
     async with af.Runtime(db, clock=clock, max_loaded=None) as rt:
         for i in range(40):
