@@ -1029,6 +1029,47 @@ async def test_max_loaded_none_never_unloads_and_can_be_changed_at_run_time(
         assert rt.max_loaded == 3
 
 
+async def test_lowering_max_loaded_while_events_are_written_loses_none_of_them(
+    runtime: Make, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit drops while a resolve and a handled send to loaded instances are being
+    # written. Those instances must not be unloaded before the events are folded in:
+    # the vote was never handled and the token could be used twice.
+    async with runtime(max_loaded=None) as rt:
+        t = await rt.start(tokened, True, id="t")
+        v = await rt.start(tally, 1, id="v")
+        await clock.settle()
+        token = await token_of(t)
+        await rt.checkpoint()  # nothing changed since: unloading them would write nothing
+        writing, release = asyncio.Event(), asyncio.Event()
+        write = rt._store.write
+
+        async def slow_write(records: list[Any], marks: Any = ()) -> None:
+            writing.set()
+            await release.wait()
+            await write(records, marks)
+
+        monkeypatch.setattr(rt._store, "write", slow_write)
+        sends = [
+            asyncio.ensure_future(rt.resolve(token, 7)),
+            asyncio.ensure_future(rt.send("v", vote, 1)),
+        ]
+        await writing.wait()
+        rt.max_loaded = 0
+        release.set()
+        await asyncio.gather(*sends)
+        monkeypatch.undo()
+        await clock.settle()
+        assert rt.loaded == 0 and log.count("record.orphan") == 0
+        assert (await v.status()).waiting_on == [af.Wait("event", "pas.go")]  # the vote counted
+        with pytest.raises(af.ActorflowError, match=UNUSABLE):
+            await rt.resolve(token, 8)
+        await rt.send("t", go)
+        await rt.send("v", go)
+        assert await t.result(timeout=5) == "value:7"
+        assert await v.result(timeout=5) == [1, 2]
+
+
 async def test_changing_max_loaded_under_traffic_loses_and_repeats_nothing(
     runtime: Make, clock: Clock, log: Log
 ) -> None:
@@ -1257,3 +1298,37 @@ async def check_stored_events(db: Path) -> None:
                 == [("passchild.noise", "value", False)]
                 + [("passchild.ping", "value", True)] * KILL_PINGS
             ), s.id
+
+
+@af.workflow(name="pas.guarded")
+async def guarded(ctx: af.Context[None]) -> int:
+    """A ``finally`` that runs a step: on its way out, never when it is unloaded."""
+    try:
+        return await ctx.wait_event(ping)
+    finally:
+        await ctx.step(effect, f"{ctx.workflow_id}/finally")
+
+
+@pytest.mark.parametrize("end", ["ping", "cancel"])
+async def test_a_finally_block_runs_when_the_workflow_ends_not_when_it_is_unloaded(
+    runtime: Make, clock: Clock, log: Log, end: str
+) -> None:
+    effects.clear()
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(guarded, id="f")
+        for n in range(3):
+            await unloaded(rt, clock, log, "f")
+            with pytest.raises(af.WaitTimeout):
+                await h.result(timeout=0.01)  # whoever waits for it loads it
+            assert log.loads("f") == n + 1
+            rt.max_loaded = 0  # unloads it again at once
+        await unloaded(rt, clock, log, "f")
+        assert effects == {}
+        if end == "ping":
+            await rt.send("f", ping, 3)
+            assert await h.result(timeout=5) == 3
+        else:
+            await h.cancel()
+            with pytest.raises(af.WorkflowCancelled):
+                await h.result(timeout=5)
+    assert effects == {"f/finally": 1}
