@@ -131,14 +131,16 @@ class Runtime:
     @property
     def max_loaded(self) -> int | None:
         """At most this many instances stay loaded (``None``: no limit); settable, and
-        lowering it unloads parked instances down to it."""
+        lowering it unloads parked instances down to it (at once, or once the records
+        being written are committed)."""
         return self._directory.max_loaded
 
     @max_loaded.setter
     def max_loaded(self, value: int | None) -> None:
         _check_max_loaded(value)
         self._directory.max_loaded = value
-        if self._state == "open":
+        # Not while records are written: their instance must be there when they commit.
+        if self._state == "open" and self._writer.idle:
             self._directory.unload_idle(self._writer.queued_instances)
 
     @property
@@ -178,7 +180,8 @@ class Runtime:
             self._resume(snapshot)
         now = self.clock.now()
         self._directory.watch(now, await self._store.next_wake(now))
-        self._directory.unload_idle(self._writer.queued_instances)
+        if self._writer.idle:  # else when what the resumed instances wrote commits
+            self._directory.unload_idle(self._writer.queued_instances)
         # Requests queued while no runtime ran are applied, in order, before open()
         # returns: the app's own send right after open must not overtake them.
         _, retry = await self._apply_inbox(everything=True)

@@ -97,7 +97,7 @@ def outcomes(status: af.Status) -> list[tuple[str, str | None, bool]]:
     return [(e.name, e.outcome, e.consumed_at is not None) for e in status.events]
 
 
-async def unloaded(rt: af.Runtime, clock: Clock, log: Log, *ids: str) -> None:
+async def unloaded(clock: Clock, log: Log, *ids: str) -> None:
     """Let the runtime settle, then check that ``ids`` are unloaded."""
     await clock.settle()
     for instance_id in ids:
@@ -133,7 +133,7 @@ async def test_an_event_its_wait_takes_loads_an_unloaded_instance(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(collect, 3, id="c")
-        await unloaded(rt, clock, log, "c")
+        await unloaded(clock, log, "c")
         assert rt.loaded == 0
         for k in range(3):
             await rt.send("c", ping, k)
@@ -150,7 +150,7 @@ async def test_events_its_wait_does_not_take_are_kept_in_order_without_loading_i
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(gated, 3, id="g")
-        await unloaded(rt, clock, log, "g")
+        await unloaded(clock, log, "g")
         for k in range(4):
             await rt.send("g", other, k)
             if k == 1 and rt.path is not None:
@@ -202,7 +202,7 @@ async def test_concurrent_sends_to_an_unloaded_instance_are_each_taken_once(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(collect, 20, id="c")
-        await unloaded(rt, clock, log, "c")
+        await unloaded(clock, log, "c")
         if rt.path is not None:
             await rt.checkpoint()  # found in the store, not in memory
         # The first send loads it while the others are still being written.
@@ -226,7 +226,7 @@ async def test_sends_are_queued_in_call_order_whether_loaded_or_not(
         for instance_id in ("u", "l"):
             await rt.start(collect, 4, id=instance_id)
             await clock.settle()
-        await unloaded(rt, clock, log, "u")
+        await unloaded(clock, log, "u")
         if rt.path is not None:
             await rt.checkpoint()  # u is in the store only
         queued: list[tuple[str, str, bytes | None]] = []
@@ -242,7 +242,7 @@ async def test_sends_are_queued_in_call_order_whether_loaded_or_not(
         assert [(wf, ping.decode(payload)) for wf, _, payload in queued] == calls
         assert [await rt.handle(i).result(timeout=5) for i in "ul"] == [[0, 1, 2, 3]] * 2
         handles = [await rt.start(tokened, True, id=f"t{i}") for i in range(2)]
-        await unloaded(rt, clock, log, "t0")
+        await unloaded(clock, log, "t0")
         tokens = [await token_of(h) for h in handles]
         if rt.path is not None:
             await rt.checkpoint()  # t0's token is found in the store
@@ -289,7 +289,7 @@ async def test_a_token_loads_the_unloaded_instance_that_waits_on_it(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tokened, False, id="t")
-        await unloaded(rt, clock, log, "t")
+        await unloaded(clock, log, "t")
         token = await token_of(h)
         assert (await h.status()).waiting_on == [af.Wait("event", "pas.reply", token)]
         if how == "resolve":
@@ -310,7 +310,7 @@ async def test_a_token_resolved_before_its_wait_is_kept_without_loading_and_used
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tokened, True, id="t")
-        await unloaded(rt, clock, log, "t")
+        await unloaded(clock, log, "t")
         token = await token_of(h)
         await rt.resolve(token, 7)
         await clock.settle()
@@ -340,7 +340,7 @@ async def test_a_token_resolved_twice_at_once_while_unloaded_is_taken_once(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         handles = [await rt.start(tokened, gate, id=f"t{gate}") for gate in (False, True)]
-        await unloaded(rt, clock, log, "tFalse", "tTrue")
+        await unloaded(clock, log, "tFalse", "tTrue")
         for h in handles:
             token = await token_of(h)
             tries = await asyncio.gather(
@@ -363,7 +363,7 @@ async def test_unknown_and_finished_tokens_of_unloaded_instances_are_unusable(
     async with runtime(max_loaded=0) as rt:
         done = await rt.start(tokened, True, id="done")
         waiting = await rt.start(tokened, True, id="waiting")
-        await unloaded(rt, clock, log, "done", "waiting")
+        await unloaded(clock, log, "done", "waiting")
         done_token = await token_of(done)
         await done.cancel()
         with pytest.raises(af.WorkflowCancelled):
@@ -413,7 +413,7 @@ async def test_a_timeout_fires_on_time_while_the_instance_is_unloaded(
         began = clock.now()
         h = await rt.start(patient, 60, id="p")
         other_h = await rt.start(patient, 90, id="q")
-        await unloaded(rt, clock, log, "p", "q")
+        await unloaded(clock, log, "p", "q")
         status = await h.status()
         assert status.waiting_on == [af.Wait("event", "pas.ping", None, at(clock, 60))]
         await rt.send("p", other, 1)  # not what it waits for: no load
@@ -432,7 +432,7 @@ async def test_a_timeout_fires_on_time_while_the_instance_is_unloaded(
         await rt.send("q", ping, 4)  # q's deadline is still watched after p's fired
         assert await other_h.result(timeout=5) == "got:4"
         r = await rt.start(patient, 10, id="r")
-        await unloaded(rt, clock, log, "r")
+        await unloaded(clock, log, "r")
         await clock.advance(10)
         assert await r.result(timeout=5) == "timeout"
         assert (await r.status()).finished_at == at(clock)
@@ -446,7 +446,7 @@ async def test_many_unloaded_deadlines_fire_in_order_each_at_its_time(
         plans = {f"n{i}": [5.0 + i, 7.0 * (i % 3) + 1, 2.5] for i in range(8)}
         for instance_id, delays in plans.items():
             await rt.start(naps, delays, id=instance_id)
-        await unloaded(rt, clock, log, "n0", "n1", "n2", "n3", "n4", "n5")
+        await unloaded(clock, log, "n0", "n1", "n2", "n3", "n4", "n5")
         for _ in range(12):
             await clock.advance(2.5)
             assert rt.loaded <= 2
@@ -496,7 +496,7 @@ async def test_cancel_loads_an_unloaded_instance_and_runs_its_cleanup_once(
     effects.clear()
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tidy, mode, id=f"x-{mode}")
-        await unloaded(rt, clock, log, h.id)
+        await unloaded(clock, log, h.id)
         await asyncio.gather(h.cancel(), h.cancel())  # two at once are one cancel
         if mode == "raise":
             with pytest.raises(af.WorkflowCancelled):
@@ -516,9 +516,9 @@ async def test_a_cleanup_that_parks_is_unloaded_and_finishes_when_its_event_come
     effects.clear()
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tidy, "ack", id="x")
-        await unloaded(rt, clock, log, "x")
+        await unloaded(clock, log, "x")
         await h.cancel()
-        await unloaded(rt, clock, log, "x")  # parked on go, after its first cleanup step
+        await unloaded(clock, log, "x")  # parked on go, after its first cleanup step
         status = await h.status()
         assert status.state == "waiting" and status.waiting_on == [af.Wait("event", "pas.go")]
         await rt.send("x", ping, 1)  # the cancelled wait is gone: kept, no load
@@ -542,7 +542,7 @@ async def test_cancel_of_an_unloaded_sleeper(runtime: Make, clock: Clock, log: L
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(naps, [100.0, 5.0], id="s")
         await clock.advance(50)
-        await unloaded(rt, clock, log, "s")
+        await unloaded(clock, log, "s")
         await h.cancel()
         with pytest.raises(af.WorkflowCancelled):
             await h.result(timeout=5)
@@ -651,7 +651,7 @@ async def test_notify_loads_the_unloaded_instances_that_listen_on_its_topic(
         # Parked once its query ran, but unloaded at the next commit (none came after the
         # last one ran) or when max_loaded is set again.
         rt.max_loaded = 0
-        await unloaded(rt, clock, log, "w0", "w1", "w2")
+        await unloaded(clock, log, "w0", "w1", "w2")
         assert query_runs == {"k0": 1, "k1": 1, "k2": 1}  # once at the start
         status = await handles[0].status()
         assert status.waiting_on == [
@@ -684,7 +684,7 @@ async def test_a_polling_query_is_never_unloaded(
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(poll, "p", id="p")
         await rt.start(collect, 1, id="c")
-        await unloaded(rt, clock, log, "c")
+        await unloaded(clock, log, "c")
         assert rt.loaded == 1 and log.unloads("p") == 0
         await clock.advance(120)
         assert query_runs["p"] == 3 and log.unloads("p") == 0
@@ -702,7 +702,7 @@ async def test_a_query_running_when_its_instance_would_be_unloaded_is_not_lost(
         h = await rt.start(watch, "s", True, id="s")
         await clock.settle()
         rt.max_loaded = 0
-        await unloaded(rt, clock, log, "s")
+        await unloaded(clock, log, "s")
         gate.running.clear()
         gate.open.clear()
         board["s"] = 3
@@ -748,7 +748,7 @@ async def test_a_handler_event_loads_an_unloaded_instance_and_updates_its_state(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tally, 3, id="v")
-        await unloaded(rt, clock, log, "v")
+        await unloaded(clock, log, "v")
         assert (await h.status()).waiting_on == [
             af.Wait("condition", "condition", None, at(clock, 86400))
         ]
@@ -761,10 +761,10 @@ async def test_a_handler_event_loads_an_unloaded_instance_and_updates_its_state(
                 await rt.checkpoint()
         assert (await h.status()).state == "waiting"
         await rt.send("v", vote, 12)  # the third: the condition holds
-        await unloaded(rt, clock, log, "v")  # now parked on go
+        await unloaded(clock, log, "v")  # now parked on go
         assert (await h.status()).waiting_on == [af.Wait("event", "pas.go")]
         await rt.send("v", vote, 13)  # handled although nobody waits on it
-        await unloaded(rt, clock, log, "v")
+        await unloaded(clock, log, "v")
         await rt.send("v", go)
         assert await h.result(timeout=5) == [10, 11, 12, 13, 2]
         assert outcomes(await h.status()) == [
@@ -778,7 +778,7 @@ async def test_votes_sent_at_once_to_an_unloaded_instance_are_each_counted_once(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(tally, 8, id="v")
-        await unloaded(rt, clock, log, "v")
+        await unloaded(clock, log, "v")
         await asyncio.gather(*(rt.send("v", vote, k) for k in range(8)))
         await rt.send("v", go)
         got = await h.result(timeout=5)
@@ -791,9 +791,9 @@ async def test_wait_until_times_out_on_time_while_unloaded(
     async with runtime(max_loaded=0) as rt:
         began = clock.now()
         h = await rt.start(tally, 2, id="v")
-        await unloaded(rt, clock, log, "v")
+        await unloaded(clock, log, "v")
         await rt.send("v", vote, 1)
-        await unloaded(rt, clock, log, "v")
+        await unloaded(clock, log, "v")
         await clock.advance(86399.5)
         assert (await h.status()).state == "waiting" and log.loads("v") == 1
         await clock.advance(0.5)
@@ -864,7 +864,7 @@ async def test_status_and_list_never_load_and_show_unloaded_instances_as_they_ar
         await rt.send("done", ping, 1)
         await gone.cancel()
         await done.result(timeout=5)
-        await unloaded(rt, clock, log, "a", "g", "p", "t", "v")
+        await unloaded(clock, log, "a", "g", "p", "t", "v")
         await rt.send("g", other, 1)  # kept in the mailbox of the unloaded instance
         await rt.send("a", other, 2)
         token = await token_of(t)
@@ -1029,6 +1029,47 @@ async def test_max_loaded_none_never_unloads_and_can_be_changed_at_run_time(
         assert rt.max_loaded == 3
 
 
+async def test_lowering_max_loaded_while_events_are_written_loses_none_of_them(
+    runtime: Make, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit drops while a resolve and a handled send to loaded instances are being
+    # written. Those instances must not be unloaded before the events are folded in:
+    # the vote was never handled and the token could be used twice.
+    async with runtime(max_loaded=None) as rt:
+        t = await rt.start(tokened, True, id="t")
+        v = await rt.start(tally, 1, id="v")
+        await clock.settle()
+        token = await token_of(t)
+        await rt.checkpoint()  # nothing changed since: unloading them would write nothing
+        writing, release = asyncio.Event(), asyncio.Event()
+        write = rt._store.write
+
+        async def slow_write(records: list[Any], marks: Any = ()) -> None:
+            writing.set()
+            await release.wait()
+            await write(records, marks)
+
+        monkeypatch.setattr(rt._store, "write", slow_write)
+        sends = [
+            asyncio.ensure_future(rt.resolve(token, 7)),
+            asyncio.ensure_future(rt.send("v", vote, 1)),
+        ]
+        await writing.wait()
+        rt.max_loaded = 0
+        release.set()
+        await asyncio.gather(*sends)
+        monkeypatch.undo()
+        await clock.settle()
+        assert rt.loaded == 0 and log.count("record.orphan") == 0
+        assert (await v.status()).waiting_on == [af.Wait("event", "pas.go")]  # the vote counted
+        with pytest.raises(af.ActorflowError, match=UNUSABLE):
+            await rt.resolve(token, 8)
+        await rt.send("t", go)
+        await rt.send("v", go)
+        assert await t.result(timeout=5) == "value:7"
+        assert await v.result(timeout=5) == [1, 2]
+
+
 async def test_changing_max_loaded_under_traffic_loses_and_repeats_nothing(
     runtime: Make, clock: Clock, log: Log
 ) -> None:
@@ -1083,11 +1124,11 @@ async def test_first_of_an_event_and_a_timer_while_unloaded(
 ) -> None:
     async with runtime(max_loaded=0) as rt:
         h = await rt.start(race, id="r")
-        await unloaded(rt, clock, log, "r")
+        await unloaded(clock, log, "r")
         await clock.advance(60)  # the timer wins; the event wait takes nothing
-        await unloaded(rt, clock, log, "r")
+        await unloaded(clock, log, "r")
         await rt.send("r", ping, 1)  # the event wins the second round
-        await unloaded(rt, clock, log, "r")
+        await unloaded(clock, log, "r")
         assert log.loads("r") == 2
         await clock.advance(60)  # the second round's timer was cancelled: loads nothing
         assert log.loads("r") == 2
@@ -1103,7 +1144,7 @@ async def test_errors_for_unloaded_instances_are_those_of_loaded_ones(
         done = await rt.start(collect, 1, id="done")
         await rt.send("done", ping, 0)
         await done.result(timeout=5)
-        await unloaded(rt, clock, log, "c")
+        await unloaded(clock, log, "c")
         if rt.path is not None:
             await rt.checkpoint()
         loads = log.loads()
@@ -1172,6 +1213,40 @@ async def test_inbox_requests_reach_unloaded_instances(
         assert [log.loads(i) for i in ("c", "t", "x", "g", "idle")] == [1, 1, 1, 0, 0]
         assert outcomes(await rt.handle("g").status()) == [("pas.other", "value", False)]
         assert rt.loaded == 0
+
+
+@af.workflow(name="pas.guarded")
+async def guarded(ctx: af.Context[None]) -> int:
+    """A ``finally`` that runs a step: on its way out, never when it is unloaded."""
+    try:
+        return await ctx.wait_event(ping)
+    finally:
+        await ctx.step(effect, f"{ctx.workflow_id}/finally")
+
+
+@pytest.mark.parametrize("end", ["ping", "cancel"])
+async def test_a_finally_block_runs_when_the_workflow_ends_not_when_it_is_unloaded(
+    runtime: Make, clock: Clock, log: Log, end: str
+) -> None:
+    effects.clear()
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(guarded, id="f")
+        for n in range(3):
+            await unloaded(clock, log, "f")
+            with pytest.raises(af.WaitTimeout):
+                await h.result(timeout=0.01)  # whoever waits for it loads it
+            assert log.loads("f") == n + 1
+            rt.max_loaded = 0  # unloads it again at once
+        await unloaded(clock, log, "f")
+        assert effects == {}
+        if end == "ping":
+            await rt.send("f", ping, 3)
+            assert await h.result(timeout=5) == 3
+        else:
+            await h.cancel()
+            with pytest.raises(af.WorkflowCancelled):
+                await h.result(timeout=5)
+    assert effects == {"f/finally": 1}
 
 
 # -- kill -9 -----------------------------------------------------------------------------
