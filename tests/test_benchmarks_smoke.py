@@ -52,6 +52,7 @@ def test_parked_smoke(tmp_path: Path) -> None:
     assert details["loaded_after_create"] == 20  # the rest were unloaded
     assert details["loaded_after_open"] == 0  # nothing was due: nothing replayed at open
     assert details["timers_unloaded"] is True
+    assert details["timers_missed"] == 0
     assert set(found["ratios_2000"]) == {  # type: ignore[arg-type]
         "bytes_vs_futures", "create_vs_futures", "resume_p50_vs_futures",
         "timer_late_p50_vs_futures",
