@@ -7,16 +7,20 @@ N instances each wait for an event with a 30-day timeout, ``max_loaded`` = N / 1
 for 10,000 (``--small``: only that row; ``--smoke``: a tiny N, for the test suite):
 
 - create: instances started per second, ``rt.start`` in concurrent batches of
-  ``--batch`` (group commit), until every one is parked;
+  ``--batch`` (group commit), until every one is parked (``create_cpu_us``: CPU time
+  of the process per instance, the figure other load on the machine moves least);
 - bytes/parked: RSS after creation, a ``gc.collect()`` and ``rt.checkpoint()``, minus
-  the RSS before, divided by N (the loaded 1 % included);
+  the RSS before, divided by N (the loaded 1 % included); ``_marginal``: the same over
+  the second half only, when the loaded ones and the allocator's high-water mark of
+  creating (batches, snapshots between checkpoints) are already there;
 - open: ``rt.open()`` of that file in a fresh process (page cache warm), and that
-  process's RSS after it (``open_rss_mb``, absolute);
+  process's RSS after it (``open_rss_mb``, absolute; ``open_from_spawn_s`` counts the
+  interpreter's start and imports too);
 - resume: in that process, ``rt.send`` to one random unloaded instance at a time, until
   its workflow code runs after ``wait_event`` returns (p50/p99 over ``--samples``);
 - timers: ``--timers`` more instances whose wait times out 2-5 s later, all unloaded
   (``rt.max_loaded = 0`` once they parked, then back, and checkpointed): how late their
-  code runs after the deadline (p50/p99/max).
+  code runs after the deadline (p50/p99/max; ``timers_missed``: never ran).
 
 Each part runs in its own process (build, then open + resume + timers), so memory one
 part freed is never counted as another's. The same-run baseline, also in its own
@@ -151,6 +155,7 @@ async def reopen(args: argparse.Namespace) -> Stats:
     await rt.open()
     stats: Stats = {
         "open_s": time.perf_counter() - t0,
+        "open_from_spawn_s": time.time() - args.spawned_at,  # interpreter and imports too
         "open_rss_mb": rss_bytes() / 2**20,
         "open_rss_delta_mb": (rss_bytes() - rss0) / 2**20,
         "loaded_after_open": rt.loaded,
@@ -261,6 +266,7 @@ def child(kind: str, args: argparse.Namespace, db: Path, n: int) -> Stats:
         "--max-loaded", str(max(1, n // 100)), "--batch", str(args.batch),
         "--samples", str(min(args.samples, n // 2)), "--timers", str(args.timers),
         "--timer-window", *map(str, args.timer_window), "--child-out", str(out),
+        "--spawned-at", repr(time.time()),
     ]  # fmt: skip
     subprocess.run(cmd, check=True)
     stats: Stats = json.loads(out.read_text())
@@ -293,6 +299,7 @@ def main() -> None:
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--max-loaded", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    parser.add_argument("--spawned-at", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         stats = asyncio.run(CHILDREN[args.child](args))
