@@ -281,6 +281,10 @@ class Actor:
             self.services.tracing.run_suspended(self.id)
         for call in self.calls.values():
             self._unregister(call)
+            # Its callbacks go to the instance loop's queue, which stop() drops: nothing
+            # runs, but the task, the futures and this actor no longer refer to each
+            # other, so reference counting frees them now, not the cyclic collector.
+            call.future.cancel()
         self.stop()
         self.release()
 

@@ -76,9 +76,15 @@ class Workflow(Generic[R]):
         return codec.decoder(codec.return_type(self.fn))
 
     @functools.cached_property
+    def arg_types(self) -> list[Any]:
+        """The declared type of each positional parameter after ``ctx`` (resolving string
+        annotations compiles them: once per workflow, not at every start)."""
+        return codec.parameter_types(self.fn)
+
+    @functools.cached_property
     def arg_decoders(self) -> list[msgspec.msgpack.Decoder[Any]]:
         """One decoder per positional parameter after ``ctx``."""
-        return [codec.decoder(t) for t in codec.parameter_types(self.fn)]
+        return [codec.decoder(t) for t in self.arg_types]
 
     @functools.cached_property
     def signature(self) -> inspect.Signature:
@@ -106,7 +112,7 @@ class Workflow(Generic[R]):
             raise InvalidPayload(
                 f"arguments for workflow {self.name!r} do not fit its parameters: {exc}"
             ) from None
-        types = codec.parameter_types(self.fn)
+        types = self.arg_types
         return [
             _encode_arg(self.name, i, arg, types[i] if i < len(types) else self.rest_type)
             for i, arg in enumerate(args)

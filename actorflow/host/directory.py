@@ -238,7 +238,9 @@ class Directory:
 
     def _unload(self, actor: Actor) -> None:
         wake = wake_of(actor.snapshot)
-        if wake == WORK_NOW:
+        if wake is not None and wake <= self._clock.now():
+            # Work now (WORK_NOW), or a deadline come whose timer has not run yet: that
+            # deadline may lie behind what _load_due has already looked for in the store.
             return
         actor.unload()
         instance_id = actor.id
@@ -364,7 +366,10 @@ class Directory:
     async def _load_due(self) -> None:
         now = self._clock.now()
         after, self._scanned = self._scanned, now
-        due: Iterable[str] = await self._store.due(after, now)
+        # Memory is looked at before the store too: a checkpoint that ends while the store
+        # is read stores instances (and lets go of them here) that the read may not see.
+        due: Iterable[str] = self._unsaved_due(now)
+        due = itertools.chain(due, await self._store.due(after, now))
         for instance_id in itertools.chain(due, self._unsaved_due(now)):
             snapshot = self.unsaved.get(instance_id)
             if snapshot is not None and ((wake := wake_of(snapshot)) is None or wake > now):

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import msgspec
@@ -265,9 +265,13 @@ class SQLiteStore:
         await self._scalar(f"PRAGMA synchronous={sync}")
 
     async def _scalar(self, sql: str, *params: object) -> object:
-        async with self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
+        rows = await self._fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+    async def _fetchall(self, sql: str, params: Sequence[object]) -> builtins.list[Any]:
+        # One hop to aiosqlite's thread (a cursor takes three: execute, fetch, close), and
+        # one read: a write of this connection (a checkpoint) never lands halfway through.
+        return builtins.list(await self.db.execute_fetchall(sql, params))
 
     async def _recover(self) -> list[Snapshot]:
         # Fold the log into the snapshots it touched, then read only those and the
@@ -434,11 +438,10 @@ class SQLiteStore:
     async def load(self, instance_id: str) -> Snapshot | None:
         """The checkpointed snapshot of ``instance_id``, if any."""
         with self._reading():
-            async with self.db.execute(
+            rows = await self._fetchall(
                 "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
-            ) as cur:
-                row = await cur.fetchone()
-            return SNAPSHOT_DECODER.decode(row[0]) if row else None
+            )
+            return SNAPSHOT_DECODER.decode(rows[0][0]) if rows else None
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each checkpointed instance among ``instance_ids``."""
@@ -448,8 +451,7 @@ class SQLiteStore:
             chunk = ids[i : i + 500]
             sql = f"SELECT id, workflow FROM snapshots WHERE id IN ({','.join('?' * len(chunk))})"
             with self._reading():
-                async with self.db.execute(sql, chunk) as cur:
-                    found.update({row[0]: row[1] async for row in cur})
+                found.update({row[0]: row[1] for row in await self._fetchall(sql, chunk)})
         return found
 
     async def due(self, after: float, upto: float) -> builtins.list[str]:
@@ -487,8 +489,7 @@ class SQLiteStore:
 
     async def _ids(self, sql: str, params: tuple[object, ...]) -> builtins.list[str]:
         with self._reading():
-            async with self.db.execute(sql, params) as cur:
-                return [str(row[0]) async for row in cur]
+            return [str(row[0]) for row in await self._fetchall(sql, params)]
 
     async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
         """Checkpointed snapshots, filtered by the state ``status()`` shows and workflow name."""

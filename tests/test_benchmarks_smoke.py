@@ -1,0 +1,60 @@
+"""The benchmark scripts still run: each with its smallest settings, as a person runs it
+(a subprocess), its JSON checked for the fields and sane values, never for timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_benchmark(script: str, out: Path, *args: str) -> dict[str, object]:
+    """Run ``benchmarks/<script>`` on this checkout's actorflow; its JSON output."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--out", str(out)],
+        check=True, cwd=ROOT, env=env, timeout=120, capture_output=True,
+    )  # fmt: skip
+    return json.loads(out.read_text())  # type: ignore[no-any-return]
+
+
+def positive(value: object) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def test_parked_smoke(tmp_path: Path) -> None:
+    found = run_benchmark("parked.py", tmp_path / "parked.json", "--smoke")
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    assert [(r["run"], r["n"]) for r in rows] == [
+        ("asyncio future+task", 2000),
+        ("actorflow sqlite", 2000),
+    ]
+    flow = rows[1]
+    for row in rows:
+        for key in ("create_per_s", "bytes_per_parked", "resume_p50_ms", "resume_p99_ms"):
+            assert positive(row[key]), (row["run"], key, row[key])
+        assert row["resume_p50_ms"] <= row["resume_p99_ms"]
+        assert math.isfinite(row["timer_late_max_ms"])
+        assert row["timer_late_p50_ms"] <= row["timer_late_p99_ms"] <= row["timer_late_max_ms"]
+    assert flow["max_loaded"] == 20
+    assert positive(flow["open_s"]) and positive(flow["open_rss_mb"])
+    details = found["actorflow_2000"]
+    assert isinstance(details, dict)
+    assert details["loaded_after_create"] == 20  # the rest were unloaded
+    assert details["loaded_after_open"] == 0  # nothing was due: nothing replayed at open
+    assert details["timers_unloaded"] is True
+    assert details["timers_missed"] == 0
+    assert set(found["ratios_2000"]) == {  # type: ignore[arg-type]
+        "bytes_vs_futures", "create_vs_futures", "resume_p50_vs_futures",
+        "timer_late_p50_vs_futures",
+    }  # fmt: skip
+    assert set(found["targets_met_2000"]) == {"bytes_per_parked", "open_s", "resume_p50_ms"}  # type: ignore[arg-type]
