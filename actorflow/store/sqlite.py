@@ -7,6 +7,7 @@ schema) raises :class:`StoreError` before a single byte of it is changed.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import os
@@ -200,6 +201,10 @@ class SQLiteStore:
         self._lock = OwnerLock(self.path)
         self._file: DatabaseFile | None = None
         self._data_version: object = None
+        # load() calls of one loop turn, by id, read together by one query (a thread hop
+        # per instance would cap how fast unloaded instances come back).
+        self._loads: dict[str, asyncio.Future[bytes | None]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -436,12 +441,46 @@ class SQLiteStore:
             raise StoreError(f"{self.path} was closed during a read") from exc
 
     async def load(self, instance_id: str) -> Snapshot | None:
-        """The checkpointed snapshot of ``instance_id``, if any."""
-        with self._reading():
-            rows = await self._fetchall(
-                "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
-            )
-            return SNAPSHOT_DECODER.decode(rows[0][0]) if rows else None
+        """The checkpointed snapshot of ``instance_id``, if any. The loads asked for in
+        one loop turn are read with one query."""
+        found = self._loads.get(instance_id)
+        if found is None:
+            if not self._loads:
+                asyncio.get_running_loop().call_soon(self._read_loads)
+            found = self._loads[instance_id] = asyncio.get_running_loop().create_future()
+        # Shielded: one caller cancelled leaves the read to the others. Each decodes its
+        # own copy, as callers may change what they get.
+        blob = await asyncio.shield(found)
+        return None if blob is None else SNAPSHOT_DECODER.decode(blob)
+
+    def _read_loads(self) -> None:
+        loads, self._loads = self._loads, {}
+        task = asyncio.get_running_loop().create_task(self._read_snapshots(loads))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read_snapshots(self, loads: dict[str, asyncio.Future[bytes | None]]) -> None:
+        ids = builtins.list(loads)
+        try:
+            with self._reading():
+                blobs: dict[str, bytes] = {}
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"SELECT id, snapshot FROM snapshots WHERE id IN ({marks})"
+                    blobs.update(await self._fetchall(sql, chunk))
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else StoreError(f"{self.path}: read stopped")
+            for future in loads.values():
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # retrieved: a cancelled caller does not warn
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for instance_id, future in loads.items():
+            if not future.done():
+                future.set_result(blobs.get(instance_id))
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each checkpointed instance among ``instance_ids``."""
