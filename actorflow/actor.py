@@ -30,6 +30,7 @@ from actorflow.errors import (
     WaitTimeout,
 )
 from actorflow.events import lookup_name
+from actorflow.journal import Journal
 from actorflow.log import logger as _log
 from actorflow.loop import InstanceLoop
 from actorflow.records import (
@@ -50,7 +51,7 @@ from actorflow.records import (
     apply,
     find_event,
 )
-from actorflow.steps import error_info, same_call
+from actorflow.steps import error_info
 from actorflow.store.base import Mark
 
 if TYPE_CHECKING:
@@ -126,11 +127,11 @@ class Actor:
 
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
-        "_conditions", "_context", "_mail_by_name", "_mail_by_token", "_outcomes",
+        "_conditions", "_context", "_mail_by_name", "_mail_by_token",
         "_reserved", "_returned", "_unwritten", "_used_tokens", "_waits_by_name",
         "_waits_by_token",
-        "calls", "definition", "detail", "held", "id", "loop", "next_event_id",
-        "next_seq", "phase", "services", "snapshot", "state", "task",
+        "calls", "definition", "detail", "held", "id", "journal", "loop", "next_event_id",
+        "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
 
     def __init__(
@@ -145,7 +146,7 @@ class Actor:
         self.held: ActorflowError | None = None
         self.loop = InstanceLoop(self.id)  # type: ignore[abstract]
         self.state: Any = None  # built by start(), where a failure holds the instance
-        self.next_seq = 0
+        self.journal = Journal(self.id, snapshot.values)
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
         self.task: asyncio.Task[Any] | None = None
@@ -165,7 +166,6 @@ class Actor:
         # later event of the same name must not overtake them to a wait.
         self._unwritten: dict[str, int] = {}
         self._used_tokens = dict.fromkeys(e.token for e in snapshot.events if e.token is not None)
-        self._outcomes: dict[int, Outcome] = {}
         self._context: Context[Any] | None = None
 
     # -- life ------------------------------------------------------------------------
@@ -187,7 +187,7 @@ class Actor:
             self._hold(f"stored arguments do not fit {definition.name!r}'s parameters: {exc}")
             return
         history = self.snapshot.history
-        self._outcomes = {e.seq: e for e in history if isinstance(e, Outcome)}
+        self.journal.replay(history)
         self._context = Context(self)
         self.task = self.loop.create_task(self._main(definition, args))
         self.task.add_done_callback(self._task_done)
@@ -199,7 +199,7 @@ class Actor:
         self._check_journal_made()
         if self.phase is Phase.HELD:
             return
-        self._outcomes = {}
+        self.journal.end_replay()
         self._go_live()
 
     async def _main(self, definition: Workflow[Any], args: list[Any]) -> Any:
@@ -313,14 +313,14 @@ class Actor:
     # -- calls (made by the context) ----------------------------------------------
     def open_call(self, kind: str, name: str, decoder: Any = None) -> Call:
         """Give the workflow's next call its sequence number, checking it against the journal."""
-        seq = self.next_seq
-        self.next_seq += 1
+        seq = self.journal.next()
         call = Call(seq, kind, name, self.loop.create_future(), decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
-        recorded = self._recorded(seq)
-        if recorded is not None and not same_call(recorded.kind, recorded.name, kind, name):
-            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
+        try:
+            self.journal.check_call(seq, kind, name)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
             return call
         self.calls[seq] = call
         call.future.add_done_callback(functools.partial(self._call_done, call))
@@ -333,23 +333,12 @@ class Actor:
 
     def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
         """The next sequence number and its stored value, if replay has one."""
-        seq = self.next_seq
-        self.next_seq += 1
-        recorded = self._recorded(seq)
-        if recorded is None:
+        seq = self.journal.next()
+        try:
+            return seq, self.journal.value(seq, kind, name)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
             return seq, None
-        if not isinstance(recorded, Value) or (recorded.kind, recorded.name) != (kind, name):
-            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
-            return seq, None
-        return seq, recorded.value
-
-    def _recorded(self, seq: int) -> Outcome | Value | None:
-        # What the journal holds for call ``seq``, of either sort: a value call (now,
-        # random, uuid4, create_event, a deadline) and a call with an outcome never share
-        # a kind, so a call of one sort where the journal holds the other has diverged.
-        # Live, a new call's seq is past the journal: nothing is found.
-        outcome = self._outcomes.get(seq)
-        return outcome if outcome is not None else self.snapshot.values.get(seq)
 
     def _check_journal_made(self, ended: asyncio.Task[Any] | None = None) -> None:
         """During replay, hold the instance if the journal holds a call that its code has
@@ -358,12 +347,6 @@ class Actor:
         journal holds by then; running on, or completing, would drop their outcomes."""
         if self.phase is not Phase.REPLAYING:
             return
-        made, values = self.next_seq, self.snapshot.values
-        if max(self._outcomes, default=-1) < made and max(values, default=-1) < made:
-            return
-        seq = min(seq for seq in (*self._outcomes, *values) if seq >= made)
-        recorded = self._recorded(seq)
-        assert recorded is not None
         if ended is None:
             how = "paused"
         elif ended.cancelled():
@@ -372,12 +355,10 @@ class Actor:
             how = "raised"
         else:
             how = "returned"
-        self._hold(
-            f"workflow {self.id!r}: the code {how} after {self.next_seq} calls, but the "
-            f"journal holds call #{seq} ({recorded.kind} {recorded.name!r}) that it no longer "
-            "makes; restore the code that started this instance",
-            NonDeterminismError,
-        )
+        try:
+            self.journal.check_made(how)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
 
     def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
         """Store a value made now by call ``seq`` (written after anything queued before)."""
@@ -387,11 +368,7 @@ class Actor:
             record = Value(self.id, seq, kind, name, value, self.services.clock.now())
             self.services.writer.append([record])
 
-    def _diverged(self, seq: int, stored: str, made: str) -> None:
-        error = NonDeterminismError(
-            f"workflow {self.id!r} call #{seq}: the journal holds {stored} but the code now "
-            f"makes {made}; restore the code that started this instance"
-        )
+    def _diverged(self, error: NonDeterminismError) -> None:
         self._hold(str(error), NonDeterminismError)
 
     def _call_done(self, call: Call, _future: object = None) -> None:
@@ -614,13 +591,10 @@ class Actor:
             case Outcome():
                 call = self.calls.get(effect.seq)
                 if call is None:
-                    if effect.seq >= self.next_seq:
-                        self._hold(
-                            f"workflow {self.id!r}: the journal holds the outcome of call "
-                            f"#{effect.seq} ({effect.kind} {effect.name!r}) but the code no longer "
-                            "makes that call; restore the code that started this instance",
-                            NonDeterminismError,
-                        )
+                    try:
+                        self.journal.check_outcome(effect)
+                    except NonDeterminismError as exc:
+                        self._diverged(exc)
                     self._give_back(effect)  # the workflow had cancelled that call
                     return
                 self._deliver(effect)
