@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import enum
 import functools
-import heapq
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from actorflow.events import lookup_name
 from actorflow.journal import Journal
 from actorflow.log import logger as _log
 from actorflow.loop import InstanceLoop
+from actorflow.mailbox import Mailbox
 from actorflow.records import (
     CancelRequested,
     Effect,
@@ -127,11 +127,9 @@ class Actor:
 
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
-        "_conditions", "_context", "_mail_by_name", "_mail_by_token",
-        "_reserved", "_returned", "_unwritten", "_used_tokens", "_waits_by_name",
-        "_waits_by_token",
-        "calls", "definition", "detail", "held", "id", "journal", "loop", "next_event_id",
-        "phase", "services", "snapshot", "state", "task",
+        "_conditions", "_context",
+        "calls", "definition", "detail", "held", "id", "journal", "loop", "mailbox",
+        "next_event_id", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
 
     def __init__(
@@ -150,22 +148,8 @@ class Actor:
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
         self.task: asyncio.Task[Any] | None = None
-        # Live indexes: unbound waits and unconsumed, unreserved events, oldest first.
-        self._waits_by_name: dict[str, dict[int, Call]] = {}
-        self._waits_by_token: dict[str, Call] = {}
-        self._conditions: dict[int, Call] = {}
-        # By name: a heap of (event id, event), so that the oldest goes first and a
-        # given-back event takes its place again, each in O(log n).
-        self._mail_by_name: dict[str, list[tuple[int, EventState]]] = {}
-        self._mail_by_token: dict[str, EventState] = {}
-        # Event ids; dicts as sets, because an empty dict costs 64 bytes, an empty set 216.
-        self._reserved: dict[int, None] = {}
-        # Given back to the mailbox, their EventReturned not committed yet.
-        self._returned: dict[int, None] = {}
-        # By-name events accepted but not yet committed, and not bound to a wait: a
-        # later event of the same name must not overtake them to a wait.
-        self._unwritten: dict[str, int] = {}
-        self._used_tokens = dict.fromkeys(e.token for e in snapshot.events if e.token is not None)
+        self.mailbox = Mailbox(e.token for e in snapshot.events if e.token is not None)
+        self._conditions: dict[int, Call] = {}  # live condition waits, checked at each change
         self._context: Context[Any] | None = None
 
     # -- life ------------------------------------------------------------------------
@@ -214,7 +198,7 @@ class Actor:
         if self.snapshot.held is not None and self.phase is Phase.LIVE:
             late.append(Held(self.id, None))  # runs here: no longer held
         for event in self.snapshot.events:
-            if event.consumed_at is None or event.id in self._returned:
+            if event.consumed_at is None or self.mailbox.given_back(event.id):
                 if event.name in handlers:  # sent while no code with its handler ran
                     late.append(EventHandled(self.id, event.id, now))
                 else:
@@ -261,7 +245,7 @@ class Actor:
         unloaded and later replayed to this same point."""
         if self.phase is not Phase.LIVE or self.task is None or self.task.done():
             return False
-        if self._returned or self._unwritten or self._reserved or not self.calls:
+        if self.mailbox.busy or not self.calls:
             return False
         for call in self.calls.values():
             if call.bound or call.future.done() or call.kind == "step":
@@ -401,13 +385,7 @@ class Actor:
             call.watch.cancel()
             call.watch = None
         if call.kind == "event":
-            if call.token is not None:
-                if self._waits_by_token.get(call.token) is call:
-                    del self._waits_by_token[call.token]
-            else:
-                waits = self._waits_by_name.get(call.name)
-                if waits is not None:
-                    waits.pop(call.seq, None)
+            self.mailbox.remove(call)
         elif call.kind == "condition":
             self._conditions.pop(call.seq, None)
 
@@ -448,8 +426,9 @@ class Actor:
         if self.phase in (Phase.FINISHING, Phase.FINISHED):
             raise ActorflowError(f"workflow instance {self.id!r} has finished; it takes no events")
         now = self.services.clock.now()
+        mailbox = self.mailbox
         if token is not None:
-            self._used_tokens[token] = None
+            mailbox.use_token(token)
         event_id = self.next_event_id
         self.next_event_id += 1
         handled = self.definition is not None and name in self.definition.handlers
@@ -459,61 +438,33 @@ class Actor:
         )  # fmt: skip
         records: list[Record] = [sent]
         if not handled:
-            call = None
-            if self.phase is Phase.LIVE and not (token is None and name in self._unwritten):
-                call = self._waiting_call(name, token)
+            call = mailbox.taker(name, token) if self.phase is Phase.LIVE else None
             if call is not None:
                 call.bound = True
                 self._unregister(call)
-                self._reserved[event_id] = None
+                mailbox.reserve(event_id)
                 records.append(self.outcome(call, event=event_id))
             elif token is None:
-                self._unwritten[name] = self._unwritten.get(name, 0) + 1
+                mailbox.accepted(name)
         if self.services.tracing is not None:
             self.services.tracing.event_sent(self.id, event_id, name, token is not None)
         return self.services.writer.append_acked(records, marks)
 
     def can_take(self, token: str) -> bool:
         """Whether the instance can still take an event for its token ``token``."""
-        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not self.token_used(token)
-
-    def token_used(self, token: str) -> bool:
-        """Whether an event was already sent (or is being written) for ``token``."""
-        return token in self._used_tokens
-
-    def _waiting_call(self, name: str, token: str | None) -> Call | None:
-        if token is not None:
-            return self._waits_by_token.get(token)
-        waits = self._waits_by_name.get(name)
-        return next(iter(waits.values())) if waits else None
+        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not (
+            self.mailbox.token_used(token)
+        )
 
     def _wait_for_event(self, call: Call) -> None:
-        if call.token is not None:
-            event = self._mail_by_token.pop(call.token, None)
-            if event is None:
-                self._waits_by_token[call.token] = call
-                return
-        else:
-            mail = self._mail_by_name.get(call.name)
-            if not mail:
-                self._waits_by_name.setdefault(call.name, {})[call.seq] = call
-                return
-            event = heapq.heappop(mail)[1]
-        self._reserved[event.id] = None
-        self.bind(call, self.outcome(call, event=event.id))
+        event = self.mailbox.take(call)
+        if event is not None:
+            self.bind(call, self.outcome(call, event=event.id))
 
     def _to_mailbox(self, event: EventState) -> None:
-        if event.token is not None:
-            call = self._waits_by_token.get(event.token)
-        else:
-            call = self._waiting_call(event.name, None)
+        call = self.mailbox.put(event)
         if call is not None:
-            self._reserved[event.id] = None
             self.bind(call, self.outcome(call, event=event.id))
-        elif event.token is not None:
-            self._mail_by_token[event.token] = event
-        else:  # by id: a given-back event takes its place again
-            heapq.heappush(self._mail_by_name.setdefault(event.name, []), (event.id, event))
 
     def event(self, event_id: int) -> EventState:
         """An event of this instance by id."""
@@ -533,17 +484,15 @@ class Actor:
             case EventSent():
                 if record.handled:
                     self._handle(record.name, record.payload)
-                elif record.id not in self._reserved:  # else its Outcome follows in this batch
+                elif not self.mailbox.reserved(record.id):  # else its Outcome follows in this batch
                     if record.token is None:
-                        self._written(record.name)
+                        self.mailbox.written(record.name)
                     self._to_mailbox(self.event(record.id))
             case EventHandled():
                 event = self.event(record.id)
                 self._handle(event.name, event.payload)
             case EventReturned():
-                if record.id in self._returned:  # put back already, when given back
-                    del self._returned[record.id]
-                else:
+                if not self.mailbox.returned(record.id):  # else put back when given back
                     self._to_mailbox(self.event(record.id))
             case CancelRequested():
                 self._cancel()
@@ -570,19 +519,12 @@ class Actor:
             "is stored, and the instance resumes by replay at an open once the code is fixed"
         )
 
-    def _written(self, name: str) -> None:
-        left = self._unwritten.get(name, 0) - 1
-        if left > 0:
-            self._unwritten[name] = left
-        else:
-            self._unwritten.pop(name, None)
-
     def write_failed(self, records: list[Record], error: Exception) -> None:
         """Records of this instance were not written: freeze it. The runtime then replaces
         it by an actor replayed from what was committed (``held`` stays ``None``)."""
         for record in records:
             if isinstance(record, EventSent) and record.wf == self.id and record.token:
-                self._used_tokens.pop(record.token, None)  # refused: the token may be retried
+                self.mailbox.free_token(record.token)  # refused: the token may be retried
         if self.phase is not Phase.HELD:
             self._hold(f"a write failed ({error}); it resumes by replay once writes succeed", None)
 
@@ -617,7 +559,7 @@ class Actor:
             self._give_back(outcome)
             return
         if outcome.event is not None:
-            self._reserved.pop(outcome.event, None)
+            self.mailbox.consumed(outcome.event)
             if self.phase is Phase.LIVE:
                 _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
@@ -634,12 +576,11 @@ class Actor:
         event = self.event(outcome.event)
         if event.consumed_by != outcome.seq:
             return
-        self._reserved.pop(event.id, None)
+        self.mailbox.give_back(event.id)
         self.services.writer.append([EventReturned(self.id, event.id)])
         # Back in the mailbox now, not once its record commits: a later event of the
         # same name, sent meanwhile, must not overtake it to a wait. A wait that takes
         # it now writes its outcome after the EventReturned, so the log agrees.
-        self._returned[event.id] = None
         if self.phase is Phase.LIVE:
             self._to_mailbox(event)
 
