@@ -14,21 +14,12 @@ import contextlib
 import enum
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from actorflow import codec
-from actorflow.errors import (
-    ActorflowError,
-    EventCancelled,
-    EventFailed,
-    NonDeterminismError,
-    StepFailed,
-    WaitTimeout,
-)
-from actorflow.events import lookup_name
+from actorflow.errors import ActorflowError, NonDeterminismError
 from actorflow.journal import Journal
 from actorflow.log import logger as _log
 from actorflow.loop import InstanceLoop
@@ -47,23 +38,22 @@ from actorflow.records import (
     Snapshot,
     Value,
     Waiting,
-    WaitSpec,
     apply,
     find_event,
 )
 from actorflow.steps import error_info
 from actorflow.store.base import Mark
+from actorflow.waits import Call, ConditionWait, QueryWait, Step, Wait
 
 if TYPE_CHECKING:
     from actorflow.clock import Clock
     from actorflow.context import Context
-    from actorflow.timers import Timer, TimerWheel
+    from actorflow.timers import TimerWheel
     from actorflow.tracing import Tracing
     from actorflow.workflow import Workflow
     from actorflow.writer import GroupWriter
 
-
-WAIT_KINDS = frozenset({"event", "timer", "condition", "query"})
+C = TypeVar("C", bound=Call)
 
 
 class Phase(enum.Enum):
@@ -81,23 +71,6 @@ INERT = frozenset({Phase.HELD, Phase.STOPPED})
 """Phases in which workflow code that still runs (unwinding) starts and records nothing."""
 
 
-@dataclass(slots=True, eq=False)
-class Call:
-    """One call a workflow made on its context, waiting for its outcome."""
-
-    seq: int
-    kind: str  # step | event | timer | condition | query
-    name: str
-    future: asyncio.Future[Any]
-    decoder: msgspec.msgpack.Decoder[Any] | None = None
-    token: str | None = None
-    deadline: float | None = None
-    timer: Timer | None = None
-    bound: bool = False  # its outcome is decided and being written
-    spec: Any = None  # what going live needs: the step, the predicate, the query
-    watch: Any = None  # a running query's watch, stopped with the call
-
-
 class Services:
     """What actors use from their runtime."""
 
@@ -108,8 +81,8 @@ class Services:
         writer: GroupWriter,
         clock: Clock,
         timers: TimerWheel,
-        run_step: Callable[[Actor, Call], None],
-        run_query: Callable[[Actor, Call], None],
+        run_step: Callable[[Actor, Step], None],
+        run_query: Callable[[Actor, QueryWait], None],
         on_finished: Callable[[Actor], None],
         tracing: Tracing | None = None,
     ) -> None:
@@ -127,8 +100,8 @@ class Actor:
 
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
-        "_conditions", "_context",
-        "calls", "definition", "detail", "held", "id", "journal", "loop", "mailbox",
+        "_context",
+        "calls", "conditions", "definition", "detail", "held", "id", "journal", "loop", "mailbox",
         "next_event_id", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
 
@@ -149,7 +122,7 @@ class Actor:
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
         self.task: asyncio.Task[Any] | None = None
         self.mailbox = Mailbox(e.token for e in snapshot.events if e.token is not None)
-        self._conditions: dict[int, Call] = {}  # live condition waits, checked at each change
+        self.conditions: dict[int, ConditionWait] = {}  # armed: checked at each change
         self._context: Context[Any] | None = None
 
     # -- life ------------------------------------------------------------------------
@@ -207,7 +180,7 @@ class Actor:
             self.services.writer.append(late)
         for call in list(self.calls.values()):
             if not call.future.done():
-                self._activate(call)
+                call.arm(self)
         self._check_conditions()
         self._record_waits()
 
@@ -221,7 +194,7 @@ class Actor:
             self.services.writer.append([Held(self.id, why)])
         self.loop.drop()
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm(self)
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
 
     def stop(self) -> None:
@@ -248,9 +221,7 @@ class Actor:
         if self.mailbox.busy or not self.calls:
             return False
         for call in self.calls.values():
-            if call.bound or call.future.done() or call.kind == "step":
-                return False
-            if call.kind == "query" and call.spec[3] is not None:
+            if call.bound or call.future.done() or not call.parks:
                 return False
         return True
 
@@ -260,7 +231,7 @@ class Actor:
         if self.services.tracing is not None:
             self.services.tracing.run_suspended(self.id)
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm(self)
         self.stop()
         self.release()
 
@@ -289,20 +260,23 @@ class Actor:
                 status, error = "failed", error_info(exc)
         self.phase = Phase.FINISHING
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm(self)
         self.services.writer.append(
             [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
         )
 
     # -- calls (made by the context) ----------------------------------------------
-    def open_call(self, kind: str, name: str, decoder: Any = None) -> Call:
-        """Give the workflow's next call its sequence number, checking it against the journal."""
+    def open_call(
+        self, cls: type[C], name: str, decoder: msgspec.msgpack.Decoder[Any] | None = None
+    ) -> C:
+        """Give the workflow's next call, a ``cls`` (a :class:`~actorflow.waits.Call`), its
+        sequence number, checking it against the journal."""
         seq = self.journal.next()
-        call = Call(seq, kind, name, self.loop.create_future(), decoder)
+        call = cls(seq, name, self.loop.create_future(), decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         try:
-            self.journal.check_call(seq, kind, name)
+            self.journal.check_call(seq, cls.kind, name)
         except NonDeterminismError as exc:
             self._diverged(exc)
             return call
@@ -313,7 +287,7 @@ class Actor:
     def start_call(self, call: Call) -> None:
         """Make an opened call take effect (live), or leave it for replay to resolve."""
         if self.phase is Phase.LIVE and not call.future.done() and call.seq in self.calls:
-            self._activate(call)
+            call.arm(self)
 
     def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
         """The next sequence number and its stored value, if replay has one."""
@@ -358,58 +332,21 @@ class Actor:
     def _call_done(self, call: Call, _future: object = None) -> None:
         if call.future.cancelled() and not call.bound:
             self.calls.pop(call.seq, None)
-            self._unregister(call)
+            call.disarm(self)
             if self.services.tracing is not None:
                 self.services.tracing.wait_ended(self.id, call, None)
-
-    def _activate(self, call: Call) -> None:
-        if call.kind == "step":
-            self.services.run_step(self, call)
-            return
-        if self.services.tracing is not None:
-            self.services.tracing.wait_started(self.id, call)
-        if call.deadline is not None:
-            call.timer = self.services.timers.schedule(call.deadline, lambda: self._expire(call))
-        if call.kind == "event":
-            self._wait_for_event(call)
-        elif call.kind == "condition":
-            self._conditions[call.seq] = call
-        elif call.kind == "query":
-            self.services.run_query(self, call)
-
-    def _unregister(self, call: Call) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
-        if call.watch is not None:
-            call.watch.cancel()
-            call.watch = None
-        if call.kind == "event":
-            self.mailbox.remove(call)
-        elif call.kind == "condition":
-            self._conditions.pop(call.seq, None)
 
     def bind(self, call: Call, outcome: Outcome) -> None:
         """Decide ``call``'s outcome and write it; the workflow sees it once committed."""
         if call.bound or call.future.done() or self.phase is not Phase.LIVE:
             return
         call.bound = True
-        self._unregister(call)
+        call.disarm(self)
         self.services.writer.append([outcome])
 
     def outcome(self, call: Call, **fields: Any) -> Outcome:
         """A new outcome record for ``call``."""
         return Outcome(self.id, call.seq, call.kind, call.name, self.services.clock.now(), **fields)
-
-    def _expire(self, call: Call) -> None:
-        call.timer = None
-        if call.kind == "timer":
-            self.bind(call, self.outcome(call))
-        else:
-            what = f"{call.kind} {call.name!r}"
-            _log.info("wait.timeout", workflow_id=self.id, kind=call.kind, name=call.name)
-            error = error_info(WaitTimeout(f"timed out waiting for {what}"))
-            self.bind(call, self.outcome(call, error=error))
 
     # -- events ----------------------------------------------------------------------
     def offer(
@@ -441,7 +378,7 @@ class Actor:
             call = mailbox.taker(name, token) if self.phase is Phase.LIVE else None
             if call is not None:
                 call.bound = True
-                self._unregister(call)
+                call.disarm(self)
                 mailbox.reserve(event_id)
                 records.append(self.outcome(call, event=event_id))
             elif token is None:
@@ -455,11 +392,6 @@ class Actor:
         return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not (
             self.mailbox.token_used(token)
         )
-
-    def _wait_for_event(self, call: Call) -> None:
-        event = self.mailbox.take(call)
-        if event is not None:
-            self.bind(call, self.outcome(call, event=event.id))
 
     def _to_mailbox(self, event: EventState) -> None:
         call = self.mailbox.put(event)
@@ -563,7 +495,7 @@ class Actor:
             if self.phase is Phase.LIVE:
                 _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
-            future.set_result(self._result(call, outcome))
+            future.set_result(call.result(outcome, self))
         except BaseException as exc:
             future.set_exception(exc)
         self._run()
@@ -583,29 +515,6 @@ class Actor:
         # it now writes its outcome after the EventReturned, so the log agrees.
         if self.phase is Phase.LIVE:
             self._to_mailbox(event)
-
-    def _result(self, call: Call, outcome: Outcome) -> Any:
-        error = outcome.error
-        if error is not None:
-            if error.type == "WaitTimeout":
-                raise WaitTimeout(error.message)
-            if call.kind == "step":
-                raise StepFailed(call.name, error.type, error.message)
-            raise ActorflowError(f"{call.kind} {call.name!r} failed: {error.type}: {error.message}")
-        if outcome.event is not None:
-            event = self.event(outcome.event)
-            if event.error is not None:
-                raise EventFailed(event.name, event.error)
-            if event.cancelled:
-                raise EventCancelled(event.name)
-            definition = lookup_name(event.name)
-            if definition is None:
-                return codec.decoder(Any).decode(event.payload) if event.payload else None
-            return definition.decode(event.payload)
-        if outcome.value is None:
-            return None
-        decoder = call.decoder or codec.decoder(Any)
-        return decoder.decode(outcome.value)
 
     def _handle(self, name: str, payload: bytes | None) -> None:
         definition = self.definition
@@ -634,13 +543,13 @@ class Actor:
     def _run(self) -> None:
         self.loop.run()
         if self.phase is Phase.LIVE:
-            if self._conditions:
+            if self.conditions:
                 self._check_conditions()
             self._record_waits()
 
     def _record_waits(self) -> None:
         # Stored so that other processes (the CLI) see what the instance waits on.
-        waits = [_spec(c) for c in self.calls.values() if not c.bound and not c.future.done()]
+        waits = [c.describe() for c in self.calls.values() if not c.bound and not c.future.done()]
         state = None
         if self.state is not None:
             try:
@@ -656,22 +565,16 @@ class Actor:
     def _check_conditions(self) -> None:
         if self.phase is not Phase.LIVE:
             return
-        for call in list(self._conditions.values()):
-            try:
-                met = bool(call.spec())
-            except Exception as exc:
-                self.bind(call, self.outcome(call, error=error_info(exc)))
-                continue
-            if met:
-                self.bind(call, self.outcome(call))
+        for call in list(self.conditions.values()):
+            call.check(self)
 
     # -- views -----------------------------------------------------------------------
-    def open_waits(self) -> list[Call]:
+    def open_waits(self) -> list[Wait]:
         """The waits the instance is parked on now, in call order."""
         return [
             c
             for c in self.calls.values()
-            if c.kind in WAIT_KINDS and not c.bound and not c.future.done()
+            if isinstance(c, Wait) and not c.bound and not c.future.done()
         ]
 
     @property
@@ -679,15 +582,6 @@ class Actor:
         """``running``, ``waiting`` or the stored final status."""
         if self.phase is Phase.FINISHED:
             return self.snapshot.status
-        if any(c.kind == "step" for c in self.calls.values()):
+        if any(isinstance(c, Step) for c in self.calls.values()):
             return "running"
         return "waiting" if self.open_waits() else "running"
-
-
-def _spec(call: Call) -> WaitSpec:
-    """A call as stored in the instance's ``waiting`` list."""
-    name = None if call.kind == "timer" else call.name
-    if call.kind == "query" and call.spec is not None:
-        _, _, topics, every = call.spec
-        return WaitSpec(call.kind, name, call.token, call.deadline, topics, every is not None)
-    return WaitSpec(call.kind, name, call.token, call.deadline)

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from actorflow.actor import Call as EventWait
     from actorflow.records import EventState
+    from actorflow.waits import EventWait
 
 
 class Mailbox:

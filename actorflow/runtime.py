@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any, Literal, TypeVar
 
 from actorflow import codec
-from actorflow.actor import Actor, Call, Phase, Services
+from actorflow.actor import Actor, Phase, Services
 from actorflow.backup import backup
 from actorflow.clock import Clock, SystemClock, seconds
 from actorflow.errors import ActorflowError, InvalidPayload, RuntimeClosed, StoreError
@@ -62,6 +62,7 @@ from actorflow.store.base import InboxRow, Mark
 from actorflow.store.wake import InboxBell
 from actorflow.timers import TimerWheel
 from actorflow.tracing import TracerProvider, tracer_for
+from actorflow.waits import QueryWait, Step
 from actorflow.workflow import Workflow
 from actorflow.workflow import lookup as lookup_workflow
 from actorflow.writer import GroupWriter
@@ -128,7 +129,7 @@ class Runtime:
         self._inbox_done: set[int] = set()
         self._topics: dict[str, set[QueryWatch]] = {}
         self._work: set[asyncio.Task[Any]] = set()
-        self._steps: dict[asyncio.Task[None], tuple[Actor, Call]] = {}  # running, by task
+        self._steps: dict[asyncio.Task[None], tuple[Actor, Step]] = {}  # running, by task
         self._pauses: set[asyncio.Future[None]] = set()  # steps' waits between attempts
         self._query_runs: set[asyncio.Task[None]] = set()
         self._busy = 0  # steps running an attempt now
@@ -1000,7 +1001,7 @@ class Runtime:
         task.add_done_callback(self._work.discard)
         return task
 
-    def _run_step(self, actor: Actor, call: Call) -> None:
+    def _run_step(self, actor: Actor, call: Step) -> None:
         if self._state != "open":
             return  # closing: no step starts; with no result stored it runs at the next open
         running = self._step(actor, call)
@@ -1010,7 +1011,7 @@ class Runtime:
         self._steps[task] = (actor, call)
         task.add_done_callback(self._steps.pop)
 
-    async def _step(self, actor: Actor, call: Call) -> None:
+    async def _step(self, actor: Actor, call: Step) -> None:
         """Run a step's attempts one after another, then write its outcome.
 
         Attempts never overlap (``attempt`` waits for a timed-out thread). None starts
@@ -1091,7 +1092,7 @@ class Runtime:
         finally:
             self._busy -= 1
 
-    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
+    async def _pause(self, delay: float, actor: Actor, call: Step) -> None:
         """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
         cancel of the instance that stops the workflow awaiting the step, ends it early."""
         pause = self._sleep(delay)
@@ -1119,7 +1120,7 @@ class Runtime:
         future.add_done_callback(lambda _: timer.cancel())
         return future
 
-    def _run_query(self, actor: Actor, call: Call) -> None:
+    def _run_query(self, actor: Actor, call: QueryWait) -> None:
         if self._state != "open":
             return  # closing: the wait runs its query again at the next open
         call.watch = QueryWatch(actor, call, self._topics, self._query_runs)
@@ -1138,7 +1139,7 @@ class Runtime:
         )
 
 
-def _abandoned(actor: Actor, call: Call) -> bool:
+def _abandoned(actor: Actor, call: Step) -> bool:
     """Whether the instance was cancelled and no longer awaits step ``call``: then no
     new attempt of it starts (a cleanup step started after the cancel is awaited, and
     retries as usual)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from actorflow.actor import Call as EventWait
 from actorflow.mailbox import Mailbox
 from actorflow.records import EventState
+from actorflow.waits import EventWait
 
 
 def event(event_id: int, name: str = "go", token: str | None = None) -> EventState:
@@ -14,7 +14,9 @@ def event(event_id: int, name: str = "go", token: str | None = None) -> EventSta
 
 
 def wait(seq: int, name: str = "go", token: str | None = None) -> EventWait:
-    return EventWait(seq, "event", name, _NoFuture(), token=token)  # type: ignore[arg-type]
+    w = EventWait(seq, name, _NoFuture())  # type: ignore[arg-type]
+    w.token = token
+    return w
 
 
 class _NoFuture:
