@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -180,7 +179,7 @@ class Actor:
             self.services.writer.append(late)
         for call in list(self.calls.values()):
             if not call.future.done():
-                call.arm(self)
+                call.arm()
         self._check_conditions()
         self._record_waits()
 
@@ -194,7 +193,7 @@ class Actor:
             self.services.writer.append([Held(self.id, why)])
         self.loop.drop()
         for call in self.calls.values():
-            call.disarm(self)
+            call.disarm()
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
 
     def stop(self) -> None:
@@ -231,7 +230,7 @@ class Actor:
         if self.services.tracing is not None:
             self.services.tracing.run_suspended(self.id)
         for call in self.calls.values():
-            call.disarm(self)
+            call.disarm()
         self.stop()
         self.release()
 
@@ -260,7 +259,7 @@ class Actor:
                 status, error = "failed", error_info(exc)
         self.phase = Phase.FINISHING
         for call in self.calls.values():
-            call.disarm(self)
+            call.disarm()
         self.services.writer.append(
             [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
         )
@@ -272,7 +271,7 @@ class Actor:
         """Give the workflow's next call, a ``cls`` (a :class:`~actorflow.waits.Call`), its
         sequence number, checking it against the journal."""
         seq = self.journal.next()
-        call = cls(seq, name, self.loop.create_future(), decoder)
+        call = cls(self, seq, name, self.loop.create_future(), decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         try:
@@ -281,13 +280,13 @@ class Actor:
             self._diverged(exc)
             return call
         self.calls[seq] = call
-        call.future.add_done_callback(functools.partial(self._call_done, call))
+        call.future.add_done_callback(call)
         return call
 
     def start_call(self, call: Call) -> None:
         """Make an opened call take effect (live), or leave it for replay to resolve."""
         if self.phase is Phase.LIVE and not call.future.done() and call.seq in self.calls:
-            call.arm(self)
+            call.arm()
 
     def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
         """The next sequence number and its stored value, if replay has one."""
@@ -329,19 +328,19 @@ class Actor:
     def _diverged(self, error: NonDeterminismError) -> None:
         self._hold(str(error), NonDeterminismError)
 
-    def _call_done(self, call: Call, _future: object = None) -> None:
-        if call.future.cancelled() and not call.bound:
-            self.calls.pop(call.seq, None)
-            call.disarm(self)
-            if self.services.tracing is not None:
-                self.services.tracing.wait_ended(self.id, call, None)
+    def call_cancelled(self, call: Call) -> None:
+        """The workflow cancelled ``call`` before its outcome was decided: it is gone."""
+        self.calls.pop(call.seq, None)
+        call.disarm()
+        if self.services.tracing is not None:
+            self.services.tracing.wait_ended(self.id, call, None)
 
     def bind(self, call: Call, outcome: Outcome) -> None:
         """Decide ``call``'s outcome and write it; the workflow sees it once committed."""
         if call.bound or call.future.done() or self.phase is not Phase.LIVE:
             return
         call.bound = True
-        call.disarm(self)
+        call.disarm()
         self.services.writer.append([outcome])
 
     def outcome(self, call: Call, **fields: Any) -> Outcome:
@@ -378,7 +377,7 @@ class Actor:
             call = mailbox.taker(name, token) if self.phase is Phase.LIVE else None
             if call is not None:
                 call.bound = True
-                call.disarm(self)
+                call.disarm()
                 mailbox.reserve(event_id)
                 records.append(self.outcome(call, event=event_id))
             elif token is None:
@@ -495,7 +494,7 @@ class Actor:
             if self.phase is Phase.LIVE:
                 _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
-            future.set_result(call.result(outcome, self))
+            future.set_result(call.result(outcome))
         except BaseException as exc:
             future.set_exception(exc)
         self._run()
@@ -566,7 +565,7 @@ class Actor:
         if self.phase is not Phase.LIVE:
             return
         for call in list(self.conditions.values()):
-            call.check(self)
+            call.check()
 
     # -- views -----------------------------------------------------------------------
     def open_waits(self) -> list[Wait]:

@@ -1,12 +1,12 @@
 """What a workflow's call waits on, one small class per kind: a step's outcome, an event,
 a timer, a condition, a query.
 
-Each call is opened by its instance (which gives it its position in the journal and a
-future on the instance's loop) and then, live, *armed*: a step starts running, an event
-wait takes an event from the mailbox or waits there, a condition is checked at each
-change of state, a query starts being run, and a wait with a deadline sets a timer.
-*Disarming* undoes that once the call has its outcome or is cancelled. Its ``kind`` is
-what records and ``status()`` store and show; no other module compares it.
+Each call is opened by its instance, its *owner* (which gives it its position in the
+journal and a future on the instance's loop) and then, live, *armed*: a step starts
+running, an event wait takes an event from the mailbox or waits there, a condition is
+checked at each change of state, a query starts being run, and a wait with a deadline
+sets a timer. *Disarming* undoes that once the call has its outcome or is cancelled.
+Its ``kind`` is what records and ``status()`` store and show; no other module compares it.
 """
 
 from __future__ import annotations
@@ -33,9 +33,14 @@ _ANY = codec.decoder(Any)
 
 
 class Call:
-    """A call the workflow made that waits for its outcome (see the subclasses)."""
+    """A call the workflow made that waits for its outcome (see the subclasses).
 
-    __slots__ = ("bound", "decoder", "future", "name", "seq")
+    A call is its future's done callback: one that the workflow cancels before its
+    outcome was decided leaves its owner (no ``functools.partial`` per call, so that a
+    parked instance holds fewer objects).
+    """
+
+    __slots__ = ("bound", "decoder", "future", "name", "owner", "seq")
 
     kind: ClassVar[str]
     """As stored in records and shown by ``status()``."""
@@ -44,11 +49,13 @@ class Call:
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
+        self.owner = owner
         self.seq = seq
         self.name = name
         self.future = future
@@ -61,31 +68,42 @@ class Call:
         to this same point later."""
         return True
 
-    def arm(self, actor: Actor) -> None:
+    def __call__(self, future: asyncio.Future[Any]) -> None:
+        """Its future is done: if the workflow cancelled it undecided, it leaves its owner."""
+        if future.cancelled() and not self.bound:
+            self.owner.call_cancelled(self)
+
+    def arm(self) -> None:
         """Take effect: the workflow made this call live (not on replay)."""
 
-    def disarm(self, actor: Actor) -> None:
-        """Stop taking effect: the call got its outcome, was cancelled, or its instance
+    def disarm(self) -> None:
+        """Stop taking effect: the call got its outcome, was cancelled, or its owner
         stops."""
+
+    def decide(self, **fields: Any) -> None:
+        """Its outcome (an :class:`~actorflow.records.Outcome` with ``fields``) is decided:
+        the owner writes it, and the workflow sees it once committed."""
+        owner = self.owner
+        owner.bind(self, owner.outcome(self, **fields))
 
     def describe(self) -> WaitSpec:
         """The call as its instance's ``waiting`` list stores it."""
         return WaitSpec(self.kind, self.name, None, None)
 
-    def result(self, outcome: Outcome, actor: Actor) -> Any:
+    def result(self, outcome: Outcome) -> Any:
         """What the workflow's ``await`` of the call returns for ``outcome``, or raises."""
         error = outcome.error
         if error is not None:
             if error.type == "WaitTimeout":
                 raise WaitTimeout(error.message)
             raise self.failure(error)
-        return self._value(outcome, actor)
+        return self._value(outcome)
 
     def failure(self, error: ErrorInfo) -> Exception:
         """The exception a stored ``error`` outcome raises in the workflow."""
         return ActorflowError(f"{self.kind} {self.name!r} failed: {error.type}: {error.message}")
 
-    def _value(self, outcome: Outcome, actor: Actor) -> Any:
+    def _value(self, outcome: Outcome) -> Any:
         if outcome.value is None:
             return None
         return (self.decoder or _ANY).decode(outcome.value)
@@ -99,12 +117,13 @@ class Step(Call):
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
-        super().__init__(seq, name, future, decoder)
+        super().__init__(owner, seq, name, future, decoder)
         # What running it needs, set by the context once opened: the function, its
         # arguments, the retry policy, the timeout of each attempt.
         self.spec: tuple[Callable[..., Any], tuple[Any, ...], Retry | None, float | None]
@@ -114,9 +133,9 @@ class Step(Call):
         """A step runs: its instance stays."""
         return False
 
-    def arm(self, actor: Actor) -> None:
+    def arm(self) -> None:
         """Start running it."""
-        actor.services.run_step(actor, self)
+        self.owner.services.run_step(self.owner, self)
 
     def failure(self, error: ErrorInfo) -> Exception:
         """:class:`StepFailed`."""
@@ -131,40 +150,40 @@ class Wait(Call):
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
-        super().__init__(seq, name, future, decoder)
+        super().__init__(owner, seq, name, future, decoder)
         self.deadline: float | None = None
         self.timer: Timer | None = None
 
-    def arm(self, actor: Actor) -> None:
+    def arm(self) -> None:
         """Trace it, set its deadline's timer, then start waiting."""
-        services = actor.services
+        services = self.owner.services
         if services.tracing is not None:
-            services.tracing.wait_started(actor.id, self)
+            services.tracing.wait_started(self.owner.id, self)
         if self.deadline is not None:
-            self.timer = services.timers.schedule(self.deadline, lambda: self.expire(actor))
-        self._wait(actor)
+            self.timer = services.timers.schedule(self.deadline, self.expire)
+        self._wait()
 
-    def _wait(self, actor: Actor) -> None:
+    def _wait(self) -> None:
         """Start waiting (the kind's own part of :meth:`arm`)."""
 
-    def disarm(self, actor: Actor) -> None:
+    def disarm(self) -> None:
         """Cancel its deadline's timer."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
 
-    def expire(self, actor: Actor) -> None:
+    def expire(self) -> None:
         """Its deadline passed: it times out (:class:`WaitTimeout`)."""
         self.timer = None
         what = f"{self.kind} {self.name!r}"
-        _log.info("wait.timeout", workflow_id=actor.id, kind=self.kind, name=self.name)
-        error = error_info(WaitTimeout(f"timed out waiting for {what}"))
-        actor.bind(self, actor.outcome(self, error=error))
+        _log.info("wait.timeout", workflow_id=self.owner.id, kind=self.kind, name=self.name)
+        self.decide(error=error_info(WaitTimeout(f"timed out waiting for {what}")))
 
     def describe(self) -> WaitSpec:
         """Its kind, name and deadline."""
@@ -179,32 +198,33 @@ class EventWait(Wait):
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
-        super().__init__(seq, name, future, decoder)
+        super().__init__(owner, seq, name, future, decoder)
         self.token: str | None = None  # waits on this token's event, not on its name
 
-    def _wait(self, actor: Actor) -> None:
-        event = actor.mailbox.take(self)
+    def _wait(self) -> None:
+        event = self.owner.mailbox.take(self)
         if event is not None:
-            actor.bind(self, actor.outcome(self, event=event.id))
+            self.decide(event=event.id)
 
-    def disarm(self, actor: Actor) -> None:
+    def disarm(self) -> None:
         """Cancel its timer; leave the mailbox."""
-        super().disarm(actor)
-        actor.mailbox.remove(self)
+        super().disarm()
+        self.owner.mailbox.remove(self)
 
     def describe(self) -> WaitSpec:
         """Its name, token and deadline."""
         return WaitSpec(self.kind, self.name, self.token, self.deadline)
 
-    def _value(self, outcome: Outcome, actor: Actor) -> Any:
+    def _value(self, outcome: Outcome) -> Any:
         if outcome.event is None:
-            return super()._value(outcome, actor)
-        event = actor.event(outcome.event)
+            return super()._value(outcome)
+        event = self.owner.event(outcome.event)
         if event.error is not None:
             raise EventFailed(event.name, event.error)
         if event.cancelled:
@@ -222,10 +242,10 @@ class TimerWait(Wait):
     kind = "timer"
     fulfilled = "fired"
 
-    def expire(self, actor: Actor) -> None:
+    def expire(self) -> None:
         """It fires."""
         self.timer = None
-        actor.bind(self, actor.outcome(self))
+        self.decide()
 
     def describe(self) -> WaitSpec:
         """Its deadline (a timer has no name to show)."""
@@ -242,31 +262,32 @@ class ConditionWait(Wait):
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
-        super().__init__(seq, name, future, decoder)
+        super().__init__(owner, seq, name, future, decoder)
         self.predicate: Callable[[], object]  # set by the context once opened
 
-    def _wait(self, actor: Actor) -> None:
-        actor.conditions[self.seq] = self
+    def _wait(self) -> None:
+        self.owner.conditions[self.seq] = self
 
-    def disarm(self, actor: Actor) -> None:
+    def disarm(self) -> None:
         """Cancel its timer; no longer checked."""
-        super().disarm(actor)
-        actor.conditions.pop(self.seq, None)
+        super().disarm()
+        self.owner.conditions.pop(self.seq, None)
 
-    def check(self, actor: Actor) -> None:
+    def check(self) -> None:
         """Check the predicate: met if true; an error it raises is the wait's outcome."""
         try:
             met = bool(self.predicate())
         except Exception as exc:
-            actor.bind(self, actor.outcome(self, error=error_info(exc)))
+            self.decide(error=error_info(exc))
             return
         if met:
-            actor.bind(self, actor.outcome(self))
+            self.decide()
 
 
 class QueryWait(Wait):
@@ -278,12 +299,13 @@ class QueryWait(Wait):
 
     def __init__(
         self,
+        owner: Actor,
         seq: int,
         name: str,
         future: asyncio.Future[Any],
         decoder: msgspec.msgpack.Decoder[Any] | None = None,
     ) -> None:
-        super().__init__(seq, name, future, decoder)
+        super().__init__(owner, seq, name, future, decoder)
         # Set by the context once opened (``None`` if making it failed): the query, its
         # arguments, the topics that re-run it, the period that does.
         self.spec: (
@@ -296,12 +318,12 @@ class QueryWait(Wait):
         """Unless it polls (``every=``): a timer in memory re-runs it."""
         return self.spec is None or self.spec[3] is None
 
-    def _wait(self, actor: Actor) -> None:
-        actor.services.run_query(actor, self)
+    def _wait(self) -> None:
+        self.owner.services.run_query(self.owner, self)
 
-    def disarm(self, actor: Actor) -> None:
+    def disarm(self) -> None:
         """Cancel its timer; stop running the query."""
-        super().disarm(actor)
+        super().disarm()
         if self.watch is not None:
             self.watch.cancel()
             self.watch = None

@@ -14,7 +14,7 @@ def event(event_id: int, name: str = "go", token: str | None = None) -> EventSta
 
 
 def wait(seq: int, name: str = "go", token: str | None = None) -> EventWait:
-    w = EventWait(seq, name, _NoFuture())  # type: ignore[arg-type]
+    w = EventWait(None, seq, name, _NoFuture())  # type: ignore[arg-type]
     w.token = token
     return w
 

@@ -64,14 +64,18 @@ class Instance:
         self.conditions: dict[int, ConditionWait] = {}
         self.bound: list[Outcome] = []
         self.events: dict[int, EventState] = {}
+        self.gone: list[Call] = []
 
     def outcome(self, call: Call, **fields: Any) -> Outcome:
         return Outcome(self.id, call.seq, call.kind, call.name, 5.0, **fields)
 
     def bind(self, call: Call, outcome: Outcome) -> None:
         call.bound = True
-        call.disarm(self)  # type: ignore[arg-type]
+        call.disarm()
         self.bound.append(outcome)
+
+    def call_cancelled(self, call: Call) -> None:
+        self.gone.append(call)
 
     def event(self, event_id: int) -> EventState:
         return self.events[event_id]
@@ -82,8 +86,9 @@ def instance() -> Instance:
     return Instance()
 
 
-def make(cls: type[Call], seq: int = 0, name: str = "go", **attrs: Any) -> Any:
-    call = cls(seq, name, InstanceLoop("wf").create_future())  # type: ignore[abstract]
+def make(cls: type[Call], owner: Instance | None = None, name: str = "go", **attrs: Any) -> Any:
+    loop = InstanceLoop("wf")  # type: ignore[abstract]
+    call = cls(owner or Instance(), 0, name, loop.create_future())  # type: ignore[arg-type]
     for key, value in attrs.items():
         setattr(call, key, value)
     return call
@@ -115,24 +120,24 @@ def test_only_steps_and_polling_queries_keep_an_instance_loaded() -> None:
 
 def test_an_event_wait_takes_the_oldest_event_from_the_mailbox(instance: Instance) -> None:
     instance.mailbox.put(EventState(4, "go", None, None, None, False, 1.0, 1.0))
-    wait = make(EventWait)
-    wait.arm(instance)
+    wait = make(EventWait, owner=instance)
+    wait.arm()
     assert [o.event for o in instance.bound] == [4]
     assert instance.mailbox.reserved(4)
 
 
 def test_an_event_wait_with_none_to_take_waits_in_the_mailbox(instance: Instance) -> None:
-    wait = make(EventWait, token="tok")
-    wait.arm(instance)
+    wait = make(EventWait, owner=instance, token="tok")
+    wait.arm()
     assert instance.bound == []
     assert instance.mailbox.taker("go", "tok") is wait
-    wait.disarm(instance)
+    wait.disarm()
     assert instance.mailbox.taker("go", "tok") is None
 
 
 def test_a_deadline_sets_a_timer_that_times_the_wait_out(instance: Instance) -> None:
-    wait = make(EventWait, deadline=7.0)
-    wait.arm(instance)
+    wait = make(EventWait, owner=instance, deadline=7.0)
+    wait.arm()
     (timer,) = instance.services.timers.set
     assert timer.when == 7.0
     timer.callback()
@@ -143,55 +148,67 @@ def test_a_deadline_sets_a_timer_that_times_the_wait_out(instance: Instance) -> 
         "timed out waiting for event 'go'",
     )
     with pytest.raises(af.WaitTimeout, match="timed out waiting for event 'go'"):
-        wait.result(out, instance)
+        wait.result(out)
     assert wait.timer is None and instance.mailbox.taker("go", None) is None
 
 
 def test_disarming_cancels_the_deadline(instance: Instance) -> None:
-    wait = make(ConditionWait, name="condition", deadline=7.0, predicate=lambda: False)
-    wait.arm(instance)
+    wait = make(ConditionWait, instance, name="condition", deadline=7.0, predicate=lambda: False)
+    wait.arm()
     assert instance.conditions == {0: wait}
-    wait.disarm(instance)
+    wait.disarm()
     assert instance.services.timers.set[0].cancelled and instance.conditions == {}
 
 
 def test_a_timer_fires_at_its_deadline(instance: Instance) -> None:
-    wait = make(TimerWait, name="sleep", deadline=3.0)
-    wait.arm(instance)
+    wait = make(TimerWait, instance, name="sleep", deadline=3.0)
+    wait.arm()
     instance.services.timers.set[0].callback()
     (out,) = instance.bound
     assert (out.kind, out.error, out.value, out.event) == ("timer", None, None, None)
-    assert wait.result(out, instance) is None  # type: ignore[arg-type]
+    assert wait.result(out) is None  # type: ignore[arg-type]
     assert TimerWait.fulfilled == "fired" and ConditionWait.fulfilled == "met"
+
+
+def test_a_wait_the_workflow_cancels_undecided_leaves_its_instance(instance: Instance) -> None:
+    wait, decided = make(EventWait, owner=instance), make(EventWait, owner=instance)
+    wait.future.add_done_callback(wait)  # as its instance opens it
+    decided.future.add_done_callback(decided)
+    decided.bound = True
+    wait.future.cancel()
+    decided.future.cancel()
+    wait.future.get_loop().run()
+    decided.future.get_loop().run()
+    assert instance.gone == [wait]
 
 
 def test_a_condition_is_met_once_its_predicate_is_true(instance: Instance) -> None:
     state = {"n": 0}
-    wait = make(ConditionWait, name="condition", predicate=lambda: state["n"] >= 2)
-    wait.arm(instance)
-    wait.check(instance)  # type: ignore[arg-type]
+    wait = make(ConditionWait, instance, name="condition", predicate=lambda: state["n"] >= 2)
+    wait.arm()
+    wait.check()
     assert instance.bound == []
     state["n"] = 2
-    wait.check(instance)  # type: ignore[arg-type]
+    wait.check()
     assert len(instance.bound) == 1 and instance.bound[0].error is None
     assert instance.conditions == {}
 
 
 def test_a_predicate_that_raises_fails_the_wait(instance: Instance) -> None:
-    wait = make(ConditionWait, name="condition", predicate=lambda: 1 / 0)
-    wait.arm(instance)
-    wait.check(instance)  # type: ignore[arg-type]
+    wait = make(ConditionWait, instance, name="condition", predicate=lambda: 1 / 0)
+    wait.arm()
+    wait.check()
     (out,) = instance.bound
     assert out.error is not None and out.error.type == "ZeroDivisionError"
     with pytest.raises(af.ActorflowError, match="condition 'condition' failed: ZeroDivisionError"):
-        wait.result(out, instance)  # type: ignore[arg-type]
+        wait.result(out)
 
 
 def test_steps_and_queries_are_run_by_the_runtime(instance: Instance) -> None:
-    step = make(Step, name="app.charge")
-    step.arm(instance)
-    query = make(QueryWait, name="app.ready", spec=(len, (), (), None))
-    query.arm(instance)
+    step = make(Step, instance, name="app.charge")
+    step.arm()
+    query = make(QueryWait, instance, name="app.ready", spec=(len, (), (), None))
+    query.arm()
     assert instance.services.steps == [step] and instance.services.queries == [query]
 
     class Watch:
@@ -201,21 +218,21 @@ def test_steps_and_queries_are_run_by_the_runtime(instance: Instance) -> None:
             self.cancelled = True
 
     query.watch = watch = Watch()
-    query.disarm(instance)
+    query.disarm()
     assert watch.cancelled and query.watch is None
 
 
 def test_a_step_outcome_decodes_to_its_return_type_or_raises_step_failed() -> None:
     step = make(Step, name="app.total", decoder=codec.decoder(int))
     value = Outcome("wf", 0, "step", "app.total", 1.0, value=msgspec.msgpack.encode(12))
-    assert step.result(value, None) == 12
+    assert step.result(value) == 12
     failed = Outcome("wf", 0, "step", "app.total", 1.0, error=ErrorInfo("KeyError", "'sku'"))
     with pytest.raises(af.StepFailed) as caught:
-        step.result(failed, None)
+        step.result(failed)
     assert (caught.value.step, caught.value.error_type) == ("app.total", "KeyError")
     timeout = Outcome("wf", 0, "step", "app.total", 1.0, error=ErrorInfo("WaitTimeout", "late"))
     with pytest.raises(af.WaitTimeout, match="late"):
-        step.result(timeout, None)
+        step.result(timeout)
 
 
 def test_an_event_outcome_returns_the_events_payload_or_raises(instance: Instance) -> None:
@@ -225,14 +242,14 @@ def test_an_event_outcome_returns_the_events_payload_or_raises(instance: Instanc
         1: EventState(1, ping.name, None, None, "refused", False, 1.0, 1.0),
         2: EventState(2, ping.name, None, None, None, True, 1.0, 1.0),
     }
-    wait = make(EventWait, name=ping.name)
+    wait = make(EventWait, instance, name=ping.name)
 
     def took(event_id: int) -> Outcome:
         return Outcome("wf", 0, "event", ping.name, 1.0, event=event_id)
 
-    assert wait.result(took(0), instance) == 5
+    assert wait.result(took(0)) == 5
     with pytest.raises(af.EventFailed) as failed:
-        wait.result(took(1), instance)
+        wait.result(took(1))
     assert failed.value.error == "refused"
     with pytest.raises(af.EventCancelled):
-        wait.result(took(2), instance)
+        wait.result(took(2))
