@@ -242,7 +242,8 @@ class Actor:
         self.task = None
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._check_journal_made(task)
+        if self.phase is Phase.REPLAYING:
+            self._check_journal_made(task)
         if self.phase in INERT:
             return
         result: bytes | None = None
@@ -374,14 +375,11 @@ class Actor:
         )  # fmt: skip
         records: list[Record] = [sent]
         if not handled:
-            call = mailbox.taker(name, token) if self.phase is Phase.LIVE else None
+            call = mailbox.accept(event_id, name, token, self.phase is Phase.LIVE)
             if call is not None:
                 call.bound = True
                 call.disarm()
-                mailbox.reserve(event_id)
                 records.append(self.outcome(call, event=event_id))
-            elif token is None:
-                mailbox.accepted(name)
         if self.services.tracing is not None:
             self.services.tracing.event_sent(self.id, event_id, name, token is not None)
         return self.services.writer.append_acked(records, marks)

@@ -64,23 +64,37 @@ class Mailbox:
         self._tokens.pop(token, None)
 
     # -- events arriving -------------------------------------------------------------
-    def taker(self, name: str, token: str | None) -> EventWait | None:
-        """The wait that a new event (``name``, or ``token``'s) goes to at once: the wait
-        on its token, or the oldest on its name unless an earlier event of that name is
-        still being written (which it must not overtake)."""
+    def accept(
+        self, event_id: int, name: str, token: str | None, live: bool = True
+    ) -> EventWait | None:
+        """A new event (``name``, or ``token``'s) is being written: return the wait that
+        takes it at once (only ``live``), the event reserved for it: the wait on its
+        token, or the oldest on its name unless an earlier event of that name is still
+        being written (which it must not overtake). Else a by-name event counts as being
+        written until :meth:`written`."""
+        wait = None
+        if not live:
+            pass
+        elif token is not None:
+            wait = self._waits_by_token.get(token)
+        elif name not in self._unwritten and (waits := self._waits_by_name.get(name)):
+            wait = next(iter(waits.values()))  # as waiting() does, without a call: hot path
+        if wait is not None:
+            self._reserved[event_id] = None
+        elif token is None:
+            self._unwritten[name] = self._unwritten.get(name, 0) + 1
+        return wait
+
+    def waiting(self, name: str, token: str | None) -> EventWait | None:
+        """The wait an event of ``name`` (or ``token``'s) would go to now, if any."""
         if token is not None:
             return self._waits_by_token.get(token)
-        if name in self._unwritten:
-            return None
         waits = self._waits_by_name.get(name)
         return next(iter(waits.values())) if waits else None
 
-    def accepted(self, name: str) -> None:
-        """A new event sent by ``name`` is being written and no wait took it."""
-        self._unwritten[name] = self._unwritten.get(name, 0) + 1
-
     def written(self, name: str) -> None:
-        """An event counted by :meth:`accepted` was committed (it is :meth:`put` next)."""
+        """A by-name event that :meth:`accept` gave no wait was committed (it is
+        :meth:`put` next)."""
         left = self._unwritten.get(name, 0) - 1
         if left > 0:
             self._unwritten[name] = left
@@ -91,11 +105,7 @@ class Mailbox:
         """Offer a committed event: return the wait that takes it (the event is then
         reserved for it), or keep it, in id order, for a later wait."""
         token = event.token
-        if token is not None:
-            wait = self._waits_by_token.get(token)
-        else:
-            waits = self._waits_by_name.get(event.name)
-            wait = next(iter(waits.values())) if waits else None
+        wait = self.waiting(event.name, token)
         if wait is not None:
             self._reserved[event.id] = None
         elif token is not None:
@@ -139,10 +149,6 @@ class Mailbox:
                 del self._waits_by_name[wait.name]
 
     # -- reserved events -------------------------------------------------------------
-    def reserve(self, event_id: int) -> None:
-        """Event ``event_id`` is taken by a wait whose outcome is being written."""
-        self._reserved[event_id] = None
-
     def reserved(self, event_id: int) -> bool:
         """Whether event ``event_id`` is taken by a wait whose outcome is being written."""
         return event_id in self._reserved

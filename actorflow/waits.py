@@ -6,7 +6,8 @@ journal and a future on the instance's loop) and then, live, *armed*: a step sta
 running, an event wait takes an event from the mailbox or waits there, a condition is
 checked at each change of state, a query starts being run, and a wait with a deadline
 sets a timer. *Disarming* undoes that once the call has its outcome or is cancelled.
-Its ``kind`` is what records and ``status()`` store and show; no other module compares it.
+Its ``kind`` is what records and ``status()`` store and show; what a kind does is here,
+not in ``kind == ...`` branches elsewhere.
 """
 
 from __future__ import annotations
@@ -114,19 +115,9 @@ class Step(Call):
 
     __slots__ = ("spec",)
     kind = "step"
-
-    def __init__(
-        self,
-        owner: Actor,
-        seq: int,
-        name: str,
-        future: asyncio.Future[Any],
-        decoder: msgspec.msgpack.Decoder[Any] | None = None,
-    ) -> None:
-        super().__init__(owner, seq, name, future, decoder)
-        # What running it needs, set by the context once opened: the function, its
-        # arguments, the retry policy, the timeout of each attempt.
-        self.spec: tuple[Callable[..., Any], tuple[Any, ...], Retry | None, float | None]
+    spec: tuple[Callable[..., Any], tuple[Any, ...], Retry | None, float | None]
+    """What running it needs, set by the context once opened: the function, its
+    arguments, the retry policy, the timeout of each attempt."""
 
     @property
     def parks(self) -> bool:
@@ -214,16 +205,21 @@ class EventWait(Wait):
 
     def disarm(self) -> None:
         """Cancel its timer; leave the mailbox."""
-        super().disarm()
+        timer = self.timer  # not super(): this is on every event's path
+        if timer is not None:
+            timer.cancel()
+            self.timer = None
         self.owner.mailbox.remove(self)
 
     def describe(self) -> WaitSpec:
         """Its name, token and deadline."""
         return WaitSpec(self.kind, self.name, self.token, self.deadline)
 
-    def _value(self, outcome: Outcome) -> Any:
-        if outcome.event is None:
-            return super()._value(outcome)
+    def result(self, outcome: Outcome) -> Any:
+        """The payload of the event it took, or :class:`EventFailed`,
+        :class:`EventCancelled`; :class:`WaitTimeout` if it timed out."""
+        if outcome.event is None:  # timed out (an outcome has an event or an error)
+            return super().result(outcome)
         event = self.owner.event(outcome.event)
         if event.error is not None:
             raise EventFailed(event.name, event.error)
@@ -259,17 +255,8 @@ class ConditionWait(Wait):
     __slots__ = ("predicate",)
     kind = "condition"
     fulfilled = "met"
-
-    def __init__(
-        self,
-        owner: Actor,
-        seq: int,
-        name: str,
-        future: asyncio.Future[Any],
-        decoder: msgspec.msgpack.Decoder[Any] | None = None,
-    ) -> None:
-        super().__init__(owner, seq, name, future, decoder)
-        self.predicate: Callable[[], object]  # set by the context once opened
+    predicate: Callable[[], object]
+    """Set by the context once opened."""
 
     def _wait(self) -> None:
         self.owner.conditions[self.seq] = self

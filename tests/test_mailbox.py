@@ -62,10 +62,10 @@ def test_a_token_feeds_only_the_wait_on_that_token() -> None:
     assert box.take(on_t2) is None
     assert box.take(wait(2, token="t1")) == event(0, token="t1")
     assert box.put(event(1, token="t2")) is on_t2
-    assert box.taker("go", "t2") is on_t2  # until removed, once its outcome is written
+    assert box.waiting("go", "t2") is on_t2  # until removed, once its outcome is written
     box.remove(on_t2)
-    assert box.taker("go", "t2") is None
-    assert box.taker("go", None) is by_name
+    assert box.waiting("go", "t2") is None
+    assert box.waiting("go", None) is by_name
 
 
 def test_the_oldest_wait_takes_a_new_event() -> None:
@@ -73,25 +73,40 @@ def test_the_oldest_wait_takes_a_new_event() -> None:
     first, second = wait(3), wait(5)
     box.take(first)
     box.take(second)
-    assert box.taker("go", None) is first
+    assert box.waiting("go", None) is first
     box.remove(first)
-    assert box.taker("go", None) is second
+    assert box.waiting("go", None) is second
     box.remove(second)
-    assert box.taker("go", None) is None
+    assert box.waiting("go", None) is None
+
+
+def test_a_new_event_goes_at_once_to_the_oldest_wait_that_takes_it() -> None:
+    box = Mailbox()
+    first, second, on_token = wait(3), wait(5), wait(6, token="tok")
+    for w in (first, second, on_token):
+        box.take(w)
+    assert box.accept(0, "go", None) is first
+    assert box.reserved(0) and box.busy  # on its way to the wait
+    assert box.accept(1, "go", "tok") is on_token
+    assert box.accept(2, "go", "other") is None  # a token nobody waits on: kept for later
+    assert box.accept(3, "go", None, live=False) is None  # replaying: waits take nothing yet
+    box.written("go")
+    assert not box.reserved(2) and not box.reserved(3)
 
 
 def test_an_event_being_written_is_not_overtaken() -> None:
     box = Mailbox()
-    box.accepted("go")  # sent while no wait was there; not committed yet
+    assert box.accept(0, "go", None) is None  # sent while no wait was there; being written
     w = wait(0)
     assert box.take(w) is None
-    assert box.taker("go", None) is None  # a newer event must not go first
-    assert box.taker("go", "tok") is None
+    assert box.accept(1, "go", None) is None  # a newer event must not go first
+    assert box.accept(2, "go", "tok") is None
     assert box.busy
+    box.written("go")
     box.written("go")
     assert not box.busy
     assert box.put(event(0)) is w  # the older one, committed, goes to the wait
-    assert box.taker("go", None) is w
+    assert box.waiting("go", None) is w
 
 
 def test_a_given_back_event_takes_its_place_again() -> None:

@@ -130,9 +130,9 @@ def test_an_event_wait_with_none_to_take_waits_in_the_mailbox(instance: Instance
     wait = make(EventWait, owner=instance, token="tok")
     wait.arm()
     assert instance.bound == []
-    assert instance.mailbox.taker("go", "tok") is wait
+    assert instance.mailbox.waiting("go", "tok") is wait
     wait.disarm()
-    assert instance.mailbox.taker("go", "tok") is None
+    assert instance.mailbox.waiting("go", "tok") is None
 
 
 def test_a_deadline_sets_a_timer_that_times_the_wait_out(instance: Instance) -> None:
@@ -149,7 +149,7 @@ def test_a_deadline_sets_a_timer_that_times_the_wait_out(instance: Instance) -> 
     )
     with pytest.raises(af.WaitTimeout, match="timed out waiting for event 'go'"):
         wait.result(out)
-    assert wait.timer is None and instance.mailbox.taker("go", None) is None
+    assert wait.timer is None and instance.mailbox.waiting("go", None) is None
 
 
 def test_disarming_cancels_the_deadline(instance: Instance) -> None:
