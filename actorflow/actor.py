@@ -1,10 +1,17 @@
-"""One workflow instance: its calls, mailbox and waits, driven by committed records.
+"""One workflow instance, driven by committed records: its life (replay, live, held,
+finished), the calls its code has open, and how each committed record changes them.
 
 An actor changes only when a record of its instance is committed (``committed``),
 in log order, and replay feeds it the same records in the same order: so the live
 instance and the one rebuilt after a crash go through the same states. Workflow
 code runs on the instance's own :class:`~actorflow.loop.InstanceLoop`, stepped
-synchronously after each change, so an instance never races with itself.
+synchronously after each change, so an instance never races with itself. What it
+writes (through ``services.writer``) is all it does outside: given records and fake
+services, an actor runs with no runtime, store or clock (``tests/test_actor.py``).
+
+Its parts: the :class:`~actorflow.journal.Journal` (call positions, stored outcomes,
+divergence checks), the :class:`~actorflow.mailbox.Mailbox` (events not consumed yet),
+and the calls themselves, one class per kind (:mod:`actorflow.waits`).
 """
 
 from __future__ import annotations
