@@ -1,10 +1,17 @@
-"""One workflow instance: its calls, mailbox and waits, driven by committed records.
+"""One workflow instance, driven by committed records: its life (replay, live, held,
+finished), the calls its code has open, and how each committed record changes them.
 
 An actor changes only when a record of its instance is committed (``committed``),
 in log order, and replay feeds it the same records in the same order: so the live
 instance and the one rebuilt after a crash go through the same states. Workflow
 code runs on the instance's own :class:`~actorflow.loop.InstanceLoop`, stepped
-synchronously after each change, so an instance never races with itself.
+synchronously after each change, so an instance never races with itself. What it
+writes (through ``services.writer``) is all it does outside: given records and fake
+services, an actor runs with no runtime, store or clock (``tests/test_actor.py``).
+
+Its parts: the :class:`~actorflow.journal.Journal` (call positions, stored outcomes,
+divergence checks), the :class:`~actorflow.mailbox.Mailbox` (events not consumed yet),
+and the calls themselves, one class per kind (:mod:`actorflow.waits`).
 """
 
 from __future__ import annotations
@@ -12,26 +19,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
-import heapq
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
 from actorflow import codec
-from actorflow.errors import (
-    ActorflowError,
-    EventCancelled,
-    EventFailed,
-    NonDeterminismError,
-    StepFailed,
-    WaitTimeout,
-)
-from actorflow.events import lookup_name
+from actorflow.errors import ActorflowError, NonDeterminismError
+from actorflow.journal import Journal
 from actorflow.log import logger as _log
 from actorflow.loop import InstanceLoop
+from actorflow.mailbox import Mailbox
 from actorflow.records import (
     CancelRequested,
     Effect,
@@ -46,23 +44,22 @@ from actorflow.records import (
     Snapshot,
     Value,
     Waiting,
-    WaitSpec,
     apply,
     find_event,
 )
-from actorflow.steps import error_info, same_call
+from actorflow.steps import error_info
 from actorflow.store.base import Mark
+from actorflow.waits import Call, ConditionWait, QueryWait, Step, Wait
 
 if TYPE_CHECKING:
     from actorflow.clock import Clock
     from actorflow.context import Context
     from actorflow.host.writer import GroupWriter
-    from actorflow.timers import Timer, TimerWheel
+    from actorflow.timers import TimerWheel
     from actorflow.tracing import Tracing
     from actorflow.workflow import Workflow
 
-
-WAIT_KINDS = frozenset({"event", "timer", "condition", "query"})
+C = TypeVar("C", bound=Call)
 
 
 class Phase(enum.Enum):
@@ -80,23 +77,6 @@ INERT = frozenset({Phase.HELD, Phase.STOPPED})
 """Phases in which workflow code that still runs (unwinding) starts and records nothing."""
 
 
-@dataclass(slots=True, eq=False)
-class Call:
-    """One call a workflow made on its context, waiting for its outcome."""
-
-    seq: int
-    kind: str  # step | event | timer | condition | query
-    name: str
-    future: asyncio.Future[Any]
-    decoder: msgspec.msgpack.Decoder[Any] | None = None
-    token: str | None = None
-    deadline: float | None = None
-    timer: Timer | None = None
-    bound: bool = False  # its outcome is decided and being written
-    spec: Any = None  # what going live needs: the step, the predicate, the query
-    watch: Any = None  # a running query's watch, stopped with the call
-
-
 class Services:
     """What actors use from their runtime."""
 
@@ -107,8 +87,8 @@ class Services:
         writer: GroupWriter,
         clock: Clock,
         timers: TimerWheel,
-        run_step: Callable[[Actor, Call], None],
-        run_query: Callable[[Actor, Call], None],
+        run_step: Callable[[Actor, Step], None],
+        run_query: Callable[[Actor, QueryWait], None],
         on_finished: Callable[[Actor], None],
         tracing: Tracing | None = None,
     ) -> None:
@@ -126,11 +106,9 @@ class Actor:
 
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
-        "_conditions", "_context", "_mail_by_name", "_mail_by_token", "_outcomes",
-        "_reserved", "_returned", "_unwritten", "_used_tokens", "_waits_by_name",
-        "_waits_by_token",
-        "calls", "definition", "detail", "held", "id", "loop", "next_event_id",
-        "next_seq", "phase", "services", "snapshot", "state", "task",
+        "_context",
+        "calls", "conditions", "definition", "detail", "held", "id", "journal", "loop", "mailbox",
+        "next_event_id", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
 
     def __init__(
@@ -145,27 +123,12 @@ class Actor:
         self.held: ActorflowError | None = None
         self.loop = InstanceLoop(self.id)  # type: ignore[abstract]
         self.state: Any = None  # built by start(), where a failure holds the instance
-        self.next_seq = 0
+        self.journal = Journal(self.id, snapshot.values)
         self.calls: dict[int, Call] = {}
         self.next_event_id = snapshot.events[-1].id + 1 if snapshot.events else 0
         self.task: asyncio.Task[Any] | None = None
-        # Live indexes: unbound waits and unconsumed, unreserved events, oldest first.
-        self._waits_by_name: dict[str, dict[int, Call]] = {}
-        self._waits_by_token: dict[str, Call] = {}
-        self._conditions: dict[int, Call] = {}
-        # By name: a heap of (event id, event), so that the oldest goes first and a
-        # given-back event takes its place again, each in O(log n).
-        self._mail_by_name: dict[str, list[tuple[int, EventState]]] = {}
-        self._mail_by_token: dict[str, EventState] = {}
-        # Event ids; dicts as sets, because an empty dict costs 64 bytes, an empty set 216.
-        self._reserved: dict[int, None] = {}
-        # Given back to the mailbox, their EventReturned not committed yet.
-        self._returned: dict[int, None] = {}
-        # By-name events accepted but not yet committed, and not bound to a wait: a
-        # later event of the same name must not overtake them to a wait.
-        self._unwritten: dict[str, int] = {}
-        self._used_tokens = dict.fromkeys(e.token for e in snapshot.events if e.token is not None)
-        self._outcomes: dict[int, Outcome] = {}
+        self.mailbox = Mailbox(e.token for e in snapshot.events if e.token is not None)
+        self.conditions: dict[int, ConditionWait] = {}  # armed: checked at each change
         self._context: Context[Any] | None = None
 
     # -- life ------------------------------------------------------------------------
@@ -187,7 +150,7 @@ class Actor:
             self._hold(f"stored arguments do not fit {definition.name!r}'s parameters: {exc}")
             return
         history = self.snapshot.history
-        self._outcomes = {e.seq: e for e in history if isinstance(e, Outcome)}
+        self.journal.replay(history)
         self._context = Context(self)
         self.task = self.loop.create_task(self._main(definition, args))
         self.task.add_done_callback(self._task_done)
@@ -199,7 +162,7 @@ class Actor:
         self._check_journal_made()
         if self.phase is Phase.HELD:
             return
-        self._outcomes = {}
+        self.journal.end_replay()
         self._go_live()
 
     async def _main(self, definition: Workflow[Any], args: list[Any]) -> Any:
@@ -214,7 +177,7 @@ class Actor:
         if self.snapshot.held is not None and self.phase is Phase.LIVE:
             late.append(Held(self.id, None))  # runs here: no longer held
         for event in self.snapshot.events:
-            if event.consumed_at is None or event.id in self._returned:
+            if event.consumed_at is None or self.mailbox.given_back(event.id):
                 if event.name in handlers:  # sent while no code with its handler ran
                     late.append(EventHandled(self.id, event.id, now))
                 else:
@@ -223,7 +186,7 @@ class Actor:
             self.services.writer.append(late)
         for call in list(self.calls.values()):
             if not call.future.done():
-                self._activate(call)
+                call.arm()
         self._check_conditions()
         self._record_waits()
 
@@ -237,7 +200,7 @@ class Actor:
             self.services.writer.append([Held(self.id, why)])
         self.loop.drop()
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm()
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
 
     def stop(self) -> None:
@@ -261,16 +224,10 @@ class Actor:
         decided: it can be unloaded and later replayed to this same point."""
         if self.phase is not Phase.LIVE or self.task is None or self.task.done():
             return False
-        if self._returned or self._unwritten or self._reserved or not self.calls:
+        if self.mailbox.busy or not self.calls:
             return False
         for call in self.calls.values():
-            if call.bound or call.future.done() or call.kind == "step":
-                return False
-            # A query that polls, or whose run is under way (its value would be lost),
-            # keeps its instance loaded.
-            if call.kind == "query" and (
-                call.spec[3] is not None or (call.watch is not None and call.watch.running)
-            ):
+            if call.bound or call.future.done() or not call.parks:
                 return False
         return True
 
@@ -280,7 +237,7 @@ class Actor:
         if self.services.tracing is not None:
             self.services.tracing.run_suspended(self.id)
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm()
             # Its callbacks go to the instance loop's queue, which stop() drops: nothing
             # runs, but the task, the futures and this actor no longer refer to each
             # other, so reference counting frees them now, not the cyclic collector.
@@ -296,7 +253,8 @@ class Actor:
         self.task = None
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._check_journal_made(task)
+        if self.phase is Phase.REPLAYING:
+            self._check_journal_made(task)
         if self.phase in INERT:
             return
         result: bytes | None = None
@@ -313,7 +271,7 @@ class Actor:
                 status, error = "failed", error_info(exc)
         self.phase = Phase.FINISHING
         for call in self.calls.values():
-            self._unregister(call)
+            call.disarm()
         # It waits on nothing now (set at once, as _record_waits does): should a close
         # drop its Finished after a checkpoint stored what led to it (an event taken, a
         # cancel), the stored snapshot still says it has work, and the next open loads it.
@@ -323,45 +281,37 @@ class Actor:
         )
 
     # -- calls (made by the context) ----------------------------------------------
-    def open_call(self, kind: str, name: str, decoder: Any = None) -> Call:
-        """Give the workflow's next call its sequence number, checking it against the journal."""
-        seq = self.next_seq
-        self.next_seq += 1
-        call = Call(seq, kind, name, self.loop.create_future(), decoder)
+    def open_call(
+        self, cls: type[C], name: str, decoder: msgspec.msgpack.Decoder[Any] | None = None
+    ) -> C:
+        """Give the workflow's next call, a ``cls`` (a :class:`~actorflow.waits.Call`), its
+        sequence number, checking it against the journal."""
+        seq = self.journal.next()
+        call = cls(self, seq, name, self.loop.create_future(), decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
-        recorded = self._recorded(seq)
-        if recorded is not None and not same_call(recorded.kind, recorded.name, kind, name):
-            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
+        try:
+            self.journal.check_call(seq, cls.kind, name)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
             return call
         self.calls[seq] = call
-        call.future.add_done_callback(functools.partial(self._call_done, call))
+        call.future.add_done_callback(call)
         return call
 
     def start_call(self, call: Call) -> None:
         """Make an opened call take effect (live), or leave it for replay to resolve."""
         if self.phase is Phase.LIVE and not call.future.done() and call.seq in self.calls:
-            self._activate(call)
+            call.arm()
 
     def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
         """The next sequence number and its stored value, if replay has one."""
-        seq = self.next_seq
-        self.next_seq += 1
-        recorded = self._recorded(seq)
-        if recorded is None:
+        seq = self.journal.next()
+        try:
+            return seq, self.journal.value(seq, kind, name)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
             return seq, None
-        if not isinstance(recorded, Value) or (recorded.kind, recorded.name) != (kind, name):
-            self._diverged(seq, f"{recorded.kind} {recorded.name!r}", f"{kind} {name!r}")
-            return seq, None
-        return seq, recorded.value
-
-    def _recorded(self, seq: int) -> Outcome | Value | None:
-        # What the journal holds for call ``seq``, of either sort: a value call (now,
-        # random, uuid4, create_event, a deadline) and a call with an outcome never share
-        # a kind, so a call of one sort where the journal holds the other has diverged.
-        # Live, a new call's seq is past the journal: nothing is found.
-        outcome = self._outcomes.get(seq)
-        return outcome if outcome is not None else self.snapshot.values.get(seq)
 
     def _check_journal_made(self, ended: asyncio.Task[Any] | None = None) -> None:
         """During replay, hold the instance if the journal holds a call that its code has
@@ -370,12 +320,6 @@ class Actor:
         journal holds by then; running on, or completing, would drop their outcomes."""
         if self.phase is not Phase.REPLAYING:
             return
-        made, values = self.next_seq, self.snapshot.values
-        if max(self._outcomes, default=-1) < made and max(values, default=-1) < made:
-            return
-        seq = min(seq for seq in (*self._outcomes, *values) if seq >= made)
-        recorded = self._recorded(seq)
-        assert recorded is not None
         if ended is None:
             how = "paused"
         elif ended.cancelled():
@@ -384,12 +328,10 @@ class Actor:
             how = "raised"
         else:
             how = "returned"
-        self._hold(
-            f"workflow {self.id!r}: the code {how} after {self.next_seq} calls, but the "
-            f"journal holds call #{seq} ({recorded.kind} {recorded.name!r}) that it no longer "
-            "makes; restore the code that started this instance",
-            NonDeterminismError,
-        )
+        try:
+            self.journal.check_made(how)
+        except NonDeterminismError as exc:
+            self._diverged(exc)
 
     def record_value(self, seq: int, kind: str, name: str, value: bytes) -> None:
         """Store a value made now by call ``seq`` (written after anything queued before)."""
@@ -399,74 +341,27 @@ class Actor:
             record = Value(self.id, seq, kind, name, value, self.services.clock.now())
             self.services.writer.append([record])
 
-    def _diverged(self, seq: int, stored: str, made: str) -> None:
-        error = NonDeterminismError(
-            f"workflow {self.id!r} call #{seq}: the journal holds {stored} but the code now "
-            f"makes {made}; restore the code that started this instance"
-        )
+    def _diverged(self, error: NonDeterminismError) -> None:
         self._hold(str(error), NonDeterminismError)
 
-    def _call_done(self, call: Call, _future: object = None) -> None:
-        if call.future.cancelled() and not call.bound:
-            self.calls.pop(call.seq, None)
-            self._unregister(call)
-            if self.services.tracing is not None:
-                self.services.tracing.wait_ended(self.id, call, None)
-
-    def _activate(self, call: Call) -> None:
-        if call.kind == "step":
-            self.services.run_step(self, call)
-            return
+    def call_cancelled(self, call: Call) -> None:
+        """The workflow cancelled ``call`` before its outcome was decided: it is gone."""
+        self.calls.pop(call.seq, None)
+        call.disarm()
         if self.services.tracing is not None:
-            self.services.tracing.wait_started(self.id, call)
-        if call.deadline is not None:
-            call.timer = self.services.timers.schedule(call.deadline, lambda: self._expire(call))
-        if call.kind == "event":
-            self._wait_for_event(call)
-        elif call.kind == "condition":
-            self._conditions[call.seq] = call
-        elif call.kind == "query":
-            self.services.run_query(self, call)
-
-    def _unregister(self, call: Call) -> None:
-        if call.timer is not None:
-            call.timer.cancel()
-            call.timer = None
-        if call.watch is not None:
-            call.watch.cancel()
-            call.watch = None
-        if call.kind == "event":
-            if call.token is not None:
-                if self._waits_by_token.get(call.token) is call:
-                    del self._waits_by_token[call.token]
-            else:
-                waits = self._waits_by_name.get(call.name)
-                if waits is not None:
-                    waits.pop(call.seq, None)
-        elif call.kind == "condition":
-            self._conditions.pop(call.seq, None)
+            self.services.tracing.wait_ended(self.id, call, None)
 
     def bind(self, call: Call, outcome: Outcome) -> None:
         """Decide ``call``'s outcome and write it; the workflow sees it once committed."""
         if call.bound or call.future.done() or self.phase is not Phase.LIVE:
             return
         call.bound = True
-        self._unregister(call)
+        call.disarm()
         self.services.writer.append([outcome])
 
     def outcome(self, call: Call, **fields: Any) -> Outcome:
         """A new outcome record for ``call``."""
         return Outcome(self.id, call.seq, call.kind, call.name, self.services.clock.now(), **fields)
-
-    def _expire(self, call: Call) -> None:
-        call.timer = None
-        if call.kind == "timer":
-            self.bind(call, self.outcome(call))
-        else:
-            what = f"{call.kind} {call.name!r}"
-            _log.info("wait.timeout", workflow_id=self.id, kind=call.kind, name=call.name)
-            error = error_info(WaitTimeout(f"timed out waiting for {what}"))
-            self.bind(call, self.outcome(call, error=error))
 
     # -- events ----------------------------------------------------------------------
     def offer(
@@ -483,8 +378,9 @@ class Actor:
         if self.phase in (Phase.FINISHING, Phase.FINISHED):
             raise ActorflowError(f"workflow instance {self.id!r} has finished; it takes no events")
         now = self.services.clock.now()
+        mailbox = self.mailbox
         if token is not None:
-            self._used_tokens[token] = None
+            mailbox.use_token(token)
         event_id = self.next_event_id
         self.next_event_id += 1
         handled = self.definition is not None and name in self.definition.handlers
@@ -494,61 +390,25 @@ class Actor:
         )  # fmt: skip
         records: list[Record] = [sent]
         if not handled:
-            call = None
-            if self.phase is Phase.LIVE and not (token is None and name in self._unwritten):
-                call = self._waiting_call(name, token)
+            call = mailbox.accept(event_id, name, token, self.phase is Phase.LIVE)
             if call is not None:
                 call.bound = True
-                self._unregister(call)
-                self._reserved[event_id] = None
+                call.disarm()
                 records.append(self.outcome(call, event=event_id))
-            elif token is None:
-                self._unwritten[name] = self._unwritten.get(name, 0) + 1
         if self.services.tracing is not None:
             self.services.tracing.event_sent(self.id, event_id, name, token is not None)
         return self.services.writer.append_acked(records, marks)
 
     def can_take(self, token: str) -> bool:
         """Whether the instance can still take an event for its token ``token``."""
-        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not self.token_used(token)
-
-    def token_used(self, token: str) -> bool:
-        """Whether an event was already sent (or is being written) for ``token``."""
-        return token in self._used_tokens
-
-    def _waiting_call(self, name: str, token: str | None) -> Call | None:
-        if token is not None:
-            return self._waits_by_token.get(token)
-        waits = self._waits_by_name.get(name)
-        return next(iter(waits.values())) if waits else None
-
-    def _wait_for_event(self, call: Call) -> None:
-        if call.token is not None:
-            event = self._mail_by_token.pop(call.token, None)
-            if event is None:
-                self._waits_by_token[call.token] = call
-                return
-        else:
-            mail = self._mail_by_name.get(call.name)
-            if not mail:
-                self._waits_by_name.setdefault(call.name, {})[call.seq] = call
-                return
-            event = heapq.heappop(mail)[1]
-        self._reserved[event.id] = None
-        self.bind(call, self.outcome(call, event=event.id))
+        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not (
+            self.mailbox.token_used(token)
+        )
 
     def _to_mailbox(self, event: EventState) -> None:
-        if event.token is not None:
-            call = self._waits_by_token.get(event.token)
-        else:
-            call = self._waiting_call(event.name, None)
+        call = self.mailbox.put(event)
         if call is not None:
-            self._reserved[event.id] = None
             self.bind(call, self.outcome(call, event=event.id))
-        elif event.token is not None:
-            self._mail_by_token[event.token] = event
-        else:  # by id: a given-back event takes its place again
-            heapq.heappush(self._mail_by_name.setdefault(event.name, []), (event.id, event))
 
     def event(self, event_id: int) -> EventState:
         """An event of this instance by id."""
@@ -568,17 +428,15 @@ class Actor:
             case EventSent():
                 if record.handled:
                     self._handle(record.name, record.payload)
-                elif record.id not in self._reserved:  # else its Outcome follows in this batch
+                elif not self.mailbox.reserved(record.id):  # else its Outcome follows in this batch
                     if record.token is None:
-                        self._written(record.name)
+                        self.mailbox.written(record.name)
                     self._to_mailbox(self.event(record.id))
             case EventHandled():
                 event = self.event(record.id)
                 self._handle(event.name, event.payload)
             case EventReturned():
-                if record.id in self._returned:  # put back already, when given back
-                    del self._returned[record.id]
-                else:
+                if not self.mailbox.returned(record.id):  # else put back when given back
                     self._to_mailbox(self.event(record.id))
             case CancelRequested():
                 self._cancel()
@@ -605,19 +463,12 @@ class Actor:
             "is stored, and the instance resumes by replay at an open once the code is fixed"
         )
 
-    def _written(self, name: str) -> None:
-        left = self._unwritten.get(name, 0) - 1
-        if left > 0:
-            self._unwritten[name] = left
-        else:
-            self._unwritten.pop(name, None)
-
     def write_failed(self, records: list[Record], error: Exception) -> None:
         """Records of this instance were not written: freeze it. The runtime then replaces
         it by an actor replayed from what was committed (``held`` stays ``None``)."""
         for record in records:
             if isinstance(record, EventSent) and record.wf == self.id and record.token:
-                self._used_tokens.pop(record.token, None)  # refused: the token may be retried
+                self.mailbox.free_token(record.token)  # refused: the token may be retried
         if self.phase is not Phase.HELD:
             self._hold(f"a write failed ({error}); it resumes by replay once writes succeed", None)
 
@@ -626,13 +477,10 @@ class Actor:
             case Outcome():
                 call = self.calls.get(effect.seq)
                 if call is None:
-                    if effect.seq >= self.next_seq:
-                        self._hold(
-                            f"workflow {self.id!r}: the journal holds the outcome of call "
-                            f"#{effect.seq} ({effect.kind} {effect.name!r}) but the code no longer "
-                            "makes that call; restore the code that started this instance",
-                            NonDeterminismError,
-                        )
+                    try:
+                        self.journal.check_outcome(effect)
+                    except NonDeterminismError as exc:
+                        self._diverged(exc)
                     self._give_back(effect)  # the workflow had cancelled that call
                     return
                 self._deliver(effect)
@@ -655,11 +503,11 @@ class Actor:
             self._give_back(outcome)
             return
         if outcome.event is not None:
-            self._reserved.pop(outcome.event, None)
+            self.mailbox.consumed(outcome.event)
             if self.phase is Phase.LIVE:
                 _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
-            future.set_result(self._result(call, outcome))
+            future.set_result(call.result(outcome))
         except BaseException as exc:
             future.set_exception(exc)
         self._run()
@@ -672,37 +520,13 @@ class Actor:
         event = self.event(outcome.event)
         if event.consumed_by != outcome.seq:
             return
-        self._reserved.pop(event.id, None)
+        self.mailbox.give_back(event.id)
         self.services.writer.append([EventReturned(self.id, event.id)])
         # Back in the mailbox now, not once its record commits: a later event of the
         # same name, sent meanwhile, must not overtake it to a wait. A wait that takes
         # it now writes its outcome after the EventReturned, so the log agrees.
-        self._returned[event.id] = None
         if self.phase is Phase.LIVE:
             self._to_mailbox(event)
-
-    def _result(self, call: Call, outcome: Outcome) -> Any:
-        error = outcome.error
-        if error is not None:
-            if error.type == "WaitTimeout":
-                raise WaitTimeout(error.message)
-            if call.kind == "step":
-                raise StepFailed(call.name, error.type, error.message)
-            raise ActorflowError(f"{call.kind} {call.name!r} failed: {error.type}: {error.message}")
-        if outcome.event is not None:
-            event = self.event(outcome.event)
-            if event.error is not None:
-                raise EventFailed(event.name, event.error)
-            if event.cancelled:
-                raise EventCancelled(event.name)
-            definition = lookup_name(event.name)
-            if definition is None:
-                return codec.decoder(Any).decode(event.payload) if event.payload else None
-            return definition.decode(event.payload)
-        if outcome.value is None:
-            return None
-        decoder = call.decoder or codec.decoder(Any)
-        return decoder.decode(outcome.value)
 
     def _handle(self, name: str, payload: bytes | None) -> None:
         definition = self.definition
@@ -731,13 +555,13 @@ class Actor:
     def _run(self) -> None:
         self.loop.run()
         if self.phase is Phase.LIVE:
-            if self._conditions:
+            if self.conditions:
                 self._check_conditions()
             self._record_waits()
 
     def _record_waits(self) -> None:
         # Stored so that other processes (the CLI) see what the instance waits on.
-        waits = [_spec(c) for c in self.calls.values() if not c.bound and not c.future.done()]
+        waits = [c.describe() for c in self.calls.values() if not c.bound and not c.future.done()]
         state = None
         if self.state is not None:
             try:
@@ -753,22 +577,16 @@ class Actor:
     def _check_conditions(self) -> None:
         if self.phase is not Phase.LIVE:
             return
-        for call in list(self._conditions.values()):
-            try:
-                met = bool(call.spec())
-            except Exception as exc:
-                self.bind(call, self.outcome(call, error=error_info(exc)))
-                continue
-            if met:
-                self.bind(call, self.outcome(call))
+        for call in list(self.conditions.values()):
+            call.check()
 
     # -- views -----------------------------------------------------------------------
-    def open_waits(self) -> list[Call]:
+    def open_waits(self) -> list[Wait]:
         """The waits the instance is parked on now, in call order."""
         return [
             c
             for c in self.calls.values()
-            if c.kind in WAIT_KINDS and not c.bound and not c.future.done()
+            if isinstance(c, Wait) and not c.bound and not c.future.done()
         ]
 
     @property
@@ -776,15 +594,6 @@ class Actor:
         """``running``, ``waiting`` or the stored final status."""
         if self.phase is Phase.FINISHED:
             return self.snapshot.status
-        if any(c.kind == "step" for c in self.calls.values()):
+        if any(isinstance(c, Step) for c in self.calls.values()):
             return "running"
         return "waiting" if self.open_waits() else "running"
-
-
-def _spec(call: Call) -> WaitSpec:
-    """A call as stored in the instance's ``waiting`` list."""
-    name = None if call.kind == "timer" else call.name
-    if call.kind == "query" and call.spec is not None:
-        _, _, topics, every = call.spec
-        return WaitSpec(call.kind, name, call.token, call.deadline, topics, every is not None)
-    return WaitSpec(call.kind, name, call.token, call.deadline)

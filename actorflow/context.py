@@ -15,12 +15,14 @@ from actorflow import codec
 from actorflow.clock import deadline, from_datetime, seconds, to_datetime
 from actorflow.events import Event, EventRef, new_token
 from actorflow.steps import Retry, call_name
+from actorflow.waits import ConditionWait, EventWait, QueryWait, Step, TimerWait, Wait
 
 if TYPE_CHECKING:
-    from actorflow.actor import Actor, Call
+    from actorflow.actor import Actor
 
 S = TypeVar("S")
 T = TypeVar("T")
+W = TypeVar("W", bound=Wait)
 
 _float = codec.decoder(float)
 _str = codec.decoder(str)
@@ -84,7 +86,7 @@ class Context(Generic[S]):
         """
         step_name = name or call_name(fn, "step")
         limit = _finite(seconds(timeout, "timeout"))
-        call = self._actor.open_call("step", step_name, codec.decoder(codec.return_type(fn)))
+        call = self._actor.open_call(Step, step_name, codec.decoder(codec.return_type(fn)))
         call.spec = (fn, args, retry, limit)
         self._actor.start_call(call)
         return call.future
@@ -97,10 +99,10 @@ class Context(Generic[S]):
         instance; return its payload. An event sent earlier waits in the mailbox.
         Raises :class:`WaitTimeout`, :class:`EventFailed` or :class:`EventCancelled`."""
         if isinstance(event, EventRef):
-            call = self._wait("event", event.event.name, timeout)
+            call = self._wait(EventWait, event.event.name, timeout)
             call.token = event.id
         elif isinstance(event, Event):
-            call = self._wait("event", event.name, timeout)
+            call = self._wait(EventWait, event.name, timeout)
         else:
             raise TypeError(f"wait_event takes an af.Event or an EventRef, got {event!r}")
         self._actor.start_call(call)
@@ -121,8 +123,8 @@ class Context(Generic[S]):
     ) -> asyncio.Future[None]:
         """Pause until ``predicate()`` (pure, over ``ctx.state``) is true; it is checked
         now and after every change of this instance's state, never by polling."""
-        call = self._wait("condition", "condition", timeout)
-        call.spec = predicate
+        call = self._wait(ConditionWait, "condition", timeout)
+        call.predicate = predicate
         self._actor.start_call(call)
         return call.future
 
@@ -141,7 +143,7 @@ class Context(Generic[S]):
         ``name`` defaults to ``query``'s module and qualified name (as for ``step``)."""
         query_name = name or call_name(query, "query")
         period = _finite(seconds(every, "every"))
-        call = self._wait("query", query_name, timeout)
+        call = self._wait(QueryWait, query_name, timeout)
         call.decoder = codec.decoder(codec.return_type(query))
         topics = (on,) if isinstance(on, str) else tuple(on)
         call.spec = (query, args, topics, period)
@@ -159,14 +161,14 @@ class Context(Generic[S]):
         return self._timer(self._deadline(None, from_datetime(when, "sleep_until(when)")))
 
     def _timer(self, when: tuple[int, float]) -> asyncio.Future[None]:
-        call = self._actor.open_call("timer", "sleep")
+        call = self._actor.open_call(TimerWait, "sleep")
         call.deadline = deadline(when[1])  # none (sleep forever) for inf
         self._actor.start_call(call)
         return call.future
 
-    def _wait(self, kind: str, name: str, timeout: float | timedelta | None) -> Call:
+    def _wait(self, cls: type[W], name: str, timeout: float | timedelta | None) -> W:
         limit = seconds(timeout, "timeout")
-        call = self._actor.open_call(kind, name)
+        call = self._actor.open_call(cls, name)
         if limit is not None:
             call.deadline = deadline(self._deadline(limit)[1])  # none (forever) for inf
         return call

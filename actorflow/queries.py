@@ -13,8 +13,9 @@ from actorflow.loop import host_loop
 from actorflow.steps import error_info
 
 if TYPE_CHECKING:
-    from actorflow.actor import Actor, Call
+    from actorflow.actor import Actor
     from actorflow.timers import Timer
+    from actorflow.waits import QueryWait
 
 
 class QueryWatch:
@@ -32,10 +33,11 @@ class QueryWatch:
     def __init__(
         self,
         actor: Actor,
-        call: Call,
+        call: QueryWait,
         index: dict[str, set[QueryWatch]],
         runs: set[asyncio.Task[None]],
     ) -> None:
+        assert call.spec is not None  # set when the wait was made, before it is armed
         fn, args, topics, every = call.spec
         self.actor = actor
         self.call = call

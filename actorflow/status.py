@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 import msgspec
 
 from actorflow.clock import deadline_datetime, to_datetime
-from actorflow.records import Snapshot
+from actorflow.records import Snapshot, WaitSpec
 
 if TYPE_CHECKING:
     from actorflow.actor import Actor
@@ -60,9 +60,10 @@ def _maybe(ts: float | None) -> datetime | None:
     return None if ts is None else to_datetime(ts)
 
 
-def _wait(kind: str, name: str | None, token: str | None, deadline: float | None) -> Wait:
+def _wait(spec: WaitSpec) -> Wait:
     """A wait as shown; a stored deadline that is no date (too far, damaged) shows as none."""
-    return Wait(kind, name, token, deadline_datetime(deadline))  # type: ignore[arg-type]
+    kind = spec.kind  # stored as a str: one of Wait.kind's (a step is not shown)
+    return Wait(kind, spec.name, spec.token, deadline_datetime(spec.deadline))  # type: ignore[arg-type]
 
 
 def events_of(snapshot: Snapshot) -> list[EventRecord]:
@@ -98,9 +99,7 @@ def status_of(
     ``held``) shows the stored view: the waits it was parked on when its code last
     ran, and in ``detail`` why it does not run now.
     """
-    waits = [
-        _wait(w.kind, w.name, w.token, w.deadline) for w in snapshot.waiting if w.kind != "step"
-    ]
+    waits = [_wait(w) for w in snapshot.waiting if w.kind != "step"]
     state = snapshot.status
     if state == "running" and waits and len(waits) == len(snapshot.waiting):
         state = "waiting"
@@ -109,10 +108,7 @@ def status_of(
         detail = actor.detail
     if actor is not None and actor.held is None:  # runs here (or replays after a failed write)
         state = actor.status
-        waits = [
-            _wait(c.kind, None if c.kind == "timer" else c.name, c.token, c.deadline)
-            for c in actor.open_waits()
-        ]
+        waits = [_wait(c.describe()) for c in actor.open_waits()]
     error = None
     if snapshot.error is not None:  # "Type: message", then the traceback when there is one
         info = snapshot.error

@@ -42,8 +42,9 @@ from actorflow.errors import ActorflowError
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, SpanContext, Tracer
 
-    from actorflow.actor import Actor, Call
+    from actorflow.actor import Actor
     from actorflow.records import Outcome
+    from actorflow.waits import Call, Step, Wait
 
 T = TypeVar("T")
 
@@ -201,7 +202,7 @@ class Tracing:
         return self._trace.set_span_in_context(run.span)
 
     # -- steps -------------------------------------------------------------------------
-    async def step(self, actor: Actor, call: Call, running: Awaitable[T]) -> T:
+    async def step(self, actor: Actor, call: Step, running: Awaitable[T]) -> T:
         """Run a step (``running``) inside its span, current for the step's own code."""
         span = self._tracer.start_span(
             f"step {call.name}",
@@ -238,20 +239,21 @@ class Tracing:
             span.set_status(self._trace.StatusCode.ERROR, error.type)
 
     # -- waits -------------------------------------------------------------------------
-    def wait_started(self, instance_id: str, call: Call) -> None:
+    def wait_started(self, instance_id: str, call: Wait) -> None:
         """The workflow parks on wait ``call`` (live)."""
         run = self._runs.get(instance_id)
         if run is None or call.seq in run.waits:
             return
-        name = f"wait {call.kind}" if call.kind == "timer" else f"wait {call.kind} {call.name}"
+        shown = call.describe()  # a timer has no name to show
+        name = f"wait {shown.kind}" if shown.name is None else f"wait {shown.kind} {shown.name}"
         attributes: dict[str, Any] = {
             "actorflow.workflow_id": instance_id,
-            "actorflow.wait.kind": call.kind,
+            "actorflow.wait.kind": shown.kind,
             "actorflow.seq": call.seq,
         }
-        if call.kind != "timer":
-            attributes["actorflow.wait.name"] = call.name
-        if call.token is not None:
+        if shown.name is not None:
+            attributes["actorflow.wait.name"] = shown.name
+        if shown.token is not None:
             attributes["actorflow.wait.by_token"] = True
         run.waits[call.seq] = self._tracer.start_span(
             name, context=self._trace.set_span_in_context(run.span), attributes=attributes
@@ -275,7 +277,7 @@ class Tracing:
                 span.add_link(sent, {"actorflow.link": "sent by"})
                 run.span.add_link(sent, {"actorflow.link": "consumed"})
         else:
-            how = {"timer": "fired", "condition": "met"}.get(call.kind, "value")
+            how = call.fulfilled
         span.set_attribute("actorflow.wait.ended", how)
         span.end()
 

@@ -23,12 +23,13 @@ from actorflow.records import AttemptFailed
 from actorflow.steps import NO_RETRY, attempt, error_info
 
 if TYPE_CHECKING:
-    from actorflow.actor import Actor, Call
+    from actorflow.actor import Actor
     from actorflow.clock import Clock
     from actorflow.host.directory import Directory
     from actorflow.host.writer import GroupWriter
     from actorflow.timers import TimerWheel
     from actorflow.tracing import Tracing
+    from actorflow.waits import QueryWait, Step
 
 STEP_GRACE = 1.0  # seconds a closing runtime gives steps in flight
 
@@ -64,7 +65,7 @@ class Executor:
         self._tracing = tracing  # None unless Runtime(tracing=...): the hooks check only that
         self._state = _State.OPEN
         self._work: set[asyncio.Task[Any]] = set()
-        self._steps: dict[asyncio.Task[None], tuple[Actor, Call]] = {}  # running, by task
+        self._steps: dict[asyncio.Task[None], tuple[Actor, Step]] = {}  # running, by task
         self._pauses: set[asyncio.Future[None]] = set()  # steps' waits between attempts
         self._topics: dict[str, set[QueryWatch]] = {}  # the queries waiting, by topic
         self._query_runs: set[asyncio.Task[None]] = set()
@@ -137,7 +138,7 @@ class Executor:
         return asyncio.gather(*tasks, return_exceptions=True)
 
     # -- steps -----------------------------------------------------------------------
-    def run_step(self, actor: Actor, call: Call) -> None:
+    def run_step(self, actor: Actor, call: Step) -> None:
         """Run step ``call`` of ``actor`` in the background, then hand its outcome to
         the writer (nothing once closing: it runs at the next open)."""
         if self._state is not _State.OPEN:
@@ -149,7 +150,7 @@ class Executor:
         self._steps[task] = (actor, call)
         task.add_done_callback(self._steps.pop)
 
-    async def _step(self, actor: Actor, call: Call) -> None:
+    async def _step(self, actor: Actor, call: Step) -> None:
         """Run a step's attempts one after another, then write its outcome.
 
         Attempts never overlap (``attempt`` waits for a timed-out thread). None starts
@@ -230,7 +231,7 @@ class Executor:
         finally:
             self._busy -= 1
 
-    async def _pause(self, delay: float, actor: Actor, call: Call) -> None:
+    async def _pause(self, delay: float, actor: Actor, call: Step) -> None:
         """Wait ``delay`` seconds between attempts (by the runtime's clock); closing, or a
         cancel of the instance that stops the workflow awaiting the step, ends it early."""
         pause = self._sleep(delay)
@@ -259,7 +260,7 @@ class Executor:
         return future
 
     # -- queries ---------------------------------------------------------------------
-    def run_query(self, actor: Actor, call: Call) -> None:
+    def run_query(self, actor: Actor, call: QueryWait) -> None:
         """Start query ``call`` of ``actor``: it runs now, again on :meth:`notify` of one
         of its topics and every ``every=``, until its wait ends (``call.watch.cancel()``).
         Nothing once closing: the wait runs its query again at the next open."""
@@ -281,7 +282,7 @@ class Executor:
             await asyncio.wait(runs)
 
 
-def _abandoned(actor: Actor, call: Call) -> bool:
+def _abandoned(actor: Actor, call: Step) -> bool:
     """Whether the instance was cancelled and no longer awaits step ``call``: then no
     new attempt of it starts (a cleanup step started after the cancel is awaited, and
     retries as usual)."""

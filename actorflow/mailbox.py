@@ -1,0 +1,178 @@
+"""The mailbox of one instance: its events not consumed yet, and the event waits that
+have none to take.
+
+An event sent by name feeds the waits on that name, a token's event only the wait on
+that token; one event feeds one wait, oldest first (DESIGN §1, *Mailbox*). An event a
+wait takes is *reserved* until the wait's outcome is committed; a wait cancelled before
+it saw its event *gives it back*, and it takes its place again. The mailbox does no
+I/O: its owner writes the records and tells it what was committed.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from actorflow.records import EventState
+    from actorflow.waits import EventWait
+
+
+class Mailbox:
+    """Unconsumed events by name and by token, and the waits for them; see the module
+    docstring. ``tokens``: the tokens events were already sent for (each is single-use).
+    """
+
+    # Slots, and dicts for sets (an empty dict costs 64 bytes, an empty set 216): every
+    # loaded instance has a mailbox, mostly empty.
+    __slots__ = (
+        "_by_name", "_by_token", "_reserved", "_returned", "_tokens", "_unwritten",
+        "_waits_by_name", "_waits_by_token",
+    )  # fmt: skip
+
+    def __init__(self, tokens: Iterable[str] = ()) -> None:
+        # By name: a heap of (event id, event), so that the oldest goes first and a
+        # given-back event takes its place again, each in O(log n).
+        self._by_name: dict[str, list[tuple[int, EventState]]] = {}
+        self._by_token: dict[str, EventState] = {}
+        self._waits_by_name: dict[str, dict[int, EventWait]] = {}  # by name, then call order
+        self._waits_by_token: dict[str, EventWait] = {}
+        self._reserved: dict[int, None] = {}  # event ids taken by a wait, being written
+        self._returned: dict[int, None] = {}  # given back, their EventReturned not committed
+        # By-name events accepted but not committed yet, by name, that no wait took: a
+        # later event of the same name must not overtake them to a wait.
+        self._unwritten: dict[str, int] = {}
+        self._tokens = dict.fromkeys(tokens)
+
+    @property
+    def busy(self) -> bool:
+        """Whether an event is on its way: being written, reserved, or given back."""
+        return bool(self._reserved or self._returned or self._unwritten)
+
+    # -- tokens ----------------------------------------------------------------------
+    def use_token(self, token: str) -> None:
+        """An event is being sent for ``token``: no other may be."""
+        self._tokens[token] = None
+
+    def token_used(self, token: str) -> bool:
+        """Whether an event was already sent (or is being written) for ``token``."""
+        return token in self._tokens
+
+    def free_token(self, token: str) -> None:
+        """The event for ``token`` was not written: the token may be used again."""
+        self._tokens.pop(token, None)
+
+    # -- events arriving -------------------------------------------------------------
+    def accept(
+        self, event_id: int, name: str, token: str | None, live: bool = True
+    ) -> EventWait | None:
+        """A new event (``name``, or ``token``'s) is being written: return the wait that
+        takes it at once (only ``live``), the event reserved for it: the wait on its
+        token, or the oldest on its name unless an earlier event of that name is still
+        being written (which it must not overtake). Else a by-name event counts as being
+        written until :meth:`written`."""
+        wait = None
+        if not live:
+            pass
+        elif token is not None:
+            wait = self._waits_by_token.get(token)
+        elif name not in self._unwritten and (waits := self._waits_by_name.get(name)):
+            wait = next(iter(waits.values()))  # as waiting() does, without a call: hot path
+        if wait is not None:
+            self._reserved[event_id] = None
+        elif token is None:
+            self._unwritten[name] = self._unwritten.get(name, 0) + 1
+        return wait
+
+    def waiting(self, name: str, token: str | None) -> EventWait | None:
+        """The wait an event of ``name`` (or ``token``'s) would go to now, if any."""
+        if token is not None:
+            return self._waits_by_token.get(token)
+        waits = self._waits_by_name.get(name)
+        return next(iter(waits.values())) if waits else None
+
+    def written(self, name: str) -> None:
+        """A by-name event that :meth:`accept` gave no wait was committed (it is
+        :meth:`put` next)."""
+        left = self._unwritten.get(name, 0) - 1
+        if left > 0:
+            self._unwritten[name] = left
+        else:
+            self._unwritten.pop(name, None)
+
+    def put(self, event: EventState) -> EventWait | None:
+        """Offer a committed event: return the wait that takes it (the event is then
+        reserved for it), or keep it, in id order, for a later wait."""
+        token = event.token
+        wait = self.waiting(event.name, token)
+        if wait is not None:
+            self._reserved[event.id] = None
+        elif token is not None:
+            self._by_token[token] = event
+        else:  # by id: a given-back event takes its place again
+            heapq.heappush(self._by_name.setdefault(event.name, []), (event.id, event))
+        return wait
+
+    # -- waits -----------------------------------------------------------------------
+    def take(self, wait: EventWait) -> EventState | None:
+        """The oldest event ``wait`` takes, reserved for it; ``None``: there is none, and
+        ``wait`` waits here (until :meth:`remove`) for the next one."""
+        token = wait.token
+        if token is not None:
+            event = self._by_token.pop(token, None)
+            if event is None:
+                self._waits_by_token[token] = wait
+                return None
+        else:
+            mail = self._by_name.get(wait.name)
+            if not mail:
+                self._waits_by_name.setdefault(wait.name, {})[wait.seq] = wait
+                return None
+            event = heapq.heappop(mail)[1]
+            if not mail:
+                del self._by_name[wait.name]
+        self._reserved[event.id] = None
+        return event
+
+    def remove(self, wait: EventWait) -> None:
+        """``wait`` no longer waits here (it got its outcome, or was cancelled)."""
+        token = wait.token
+        if token is not None:
+            if self._waits_by_token.get(token) is wait:
+                del self._waits_by_token[token]
+            return
+        waits = self._waits_by_name.get(wait.name)
+        if waits is not None:
+            waits.pop(wait.seq, None)
+            if not waits:
+                del self._waits_by_name[wait.name]
+
+    # -- reserved events -------------------------------------------------------------
+    def reserved(self, event_id: int) -> bool:
+        """Whether event ``event_id`` is taken by a wait whose outcome is being written."""
+        return event_id in self._reserved
+
+    def consumed(self, event_id: int) -> None:
+        """The outcome that took event ``event_id`` was committed and delivered."""
+        self._reserved.pop(event_id, None)
+
+    def give_back(self, event_id: int) -> None:
+        """The wait that took event ``event_id`` is gone before it saw it: the event is
+        no longer taken (its ``EventReturned`` being written); the owner :meth:`put`\\ s it
+        back when it runs."""
+        self._reserved.pop(event_id, None)
+        self._returned[event_id] = None
+
+    def given_back(self, event_id: int) -> bool:
+        """Whether event ``event_id`` was given back and its ``EventReturned`` is not
+        committed yet."""
+        return event_id in self._returned
+
+    def returned(self, event_id: int) -> bool:
+        """Event ``event_id``'s ``EventReturned`` was committed: whether it was given back
+        here (and so is in the mailbox already); if not, the owner :meth:`put`\\ s it."""
+        if event_id in self._returned:
+            del self._returned[event_id]
+            return True
+        return False
