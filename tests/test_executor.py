@@ -12,11 +12,12 @@ import pytest
 
 import actorflow as af
 from actorflow import codec
-from actorflow.actor import Call, Phase
+from actorflow.actor import Phase
 from actorflow.host import executor as executor_module
 from actorflow.host.executor import Executor
 from actorflow.records import AttemptFailed, Outcome, Record, Started, new_snapshot
 from actorflow.timers import TimerWheel
+from actorflow.waits import QueryWait, Step
 
 
 class Writer:
@@ -42,10 +43,10 @@ class Instance:
         self.services = SimpleNamespace(clock=clock, timers=timers)
         self.bound: list[Outcome] = []
 
-    def outcome(self, call: Call, **fields: Any) -> Outcome:
+    def outcome(self, call: Any, **fields: Any) -> Outcome:
         return Outcome(self.id, call.seq, call.kind, call.name, self.services.clock.now(), **fields)
 
-    def bind(self, call: Call, outcome: Outcome) -> None:
+    def bind(self, call: Any, outcome: Outcome) -> None:
         if call.watch is not None:
             call.watch.cancel()
         self.bound.append(outcome)
@@ -61,10 +62,15 @@ class Host:
         self.executor = Executor(self.writer, self.clock, self.timers, directory)
         self.seq = 0
 
-    def call(self, kind: str, spec: tuple[Any, ...]) -> Call:
+    def call(self, kind: str, spec: tuple[Any, ...]) -> Any:
         self.seq += 1
         future = asyncio.get_running_loop().create_future()
-        return Call(self.seq, kind, f"exec.{kind}{self.seq}", future, spec=spec)
+        owner: Any = self.instance
+        made = (Step if kind == "step" else QueryWait)(
+            owner, self.seq, f"exec.{kind}{self.seq}", future
+        )
+        made.spec = spec  # type: ignore[assignment]
+        return made
 
 
 @pytest.fixture
