@@ -1,7 +1,8 @@
 """N instances each wait for one event; send them; measure the durable round trip.
 
 Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
-     [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--json PATH]
+     [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--max-loaded none|N]
+     [--json PATH]
 
 Three measurements, each for actorflow and for same-run baselines:
 
@@ -224,7 +225,12 @@ def raw_commit_baseline(path: Path, synchronous: str, samples: int) -> Stats:
 
 # -- actorflow -------------------------------------------------------------------------------
 async def actorflow_run(
-    n: int, path: Path | None, durability: str, steady: float | None, singles: int
+    n: int,
+    path: Path | None,
+    durability: str,
+    steady: float | None,
+    singles: int,
+    max_loaded: int | None,
 ) -> Stats:
     """n instances (plus ``singles`` for the single-event samples, and n more for the
     steady mode) park on an event; then single sends, a burst, and a paced run."""
@@ -232,7 +238,8 @@ async def actorflow_run(
     gc.collect()
     rss0 = rss_bytes()
     stats: Stats = {}
-    async with af.Runtime(path, durability=durability) as rt:  # type: ignore[arg-type]
+    runtime = af.Runtime(path, durability=durability, max_loaded=max_loaded)  # type: ignore[arg-type]
+    async with runtime as rt:
         t0 = time.perf_counter()
         burst_ids = [f"b{i}" for i in range(n)]
         handles = await asyncio.gather(*(rt.start(roundtrip, id=i) for i in burst_ids))
@@ -284,14 +291,15 @@ async def run(args: argparse.Namespace) -> None:
     base = await futures_baseline(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         flow = await actorflow_run(
-            args.n, Path(tmp) / "bench.db", args.durability, args.steady, args.single
-        )
+            args.n, Path(tmp) / "bench.db", args.durability, args.steady, args.single,
+            args.max_loaded,
+        )  # fmt: skip
         rate = flow.get("steady_rate")
         group = await group_commit_baseline(
             Path(tmp) / "group.db", synchronous, args.n, rate, args.single
         )
         raw = raw_commit_baseline(Path(tmp) / "raw.db", synchronous, max(args.single, 200))
-        memory = await actorflow_run(args.n, None, args.durability, None, 0)
+        memory = await actorflow_run(args.n, None, args.durability, None, 0, args.max_loaded)
         memory.pop("bytes_per_waiter")  # the same objects as on SQLite; RSS noise here
     columns = [
         "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
@@ -316,6 +324,7 @@ async def run(args: argparse.Namespace) -> None:
     }
     extra = {
         "n": args.n,
+        "max_loaded": args.max_loaded,
         "loop": loop_kind,
         "durability": args.durability,
         "steady_rate_per_s": rate,
@@ -334,6 +343,13 @@ def main() -> None:
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--steady", type=float, default=0.5, help="fraction of burst rate")
     parser.add_argument("--single", type=int, default=300, help="single-event samples")
+    parser.add_argument(
+        "--max-loaded",
+        type=lambda v: None if v == "none" else int(v),
+        default=None,
+        help="the runtime's max_loaded (default none: every instance stays loaded, so "
+        "this measures the hot path; parked.py measures unloaded instances)",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     if args.loop == "uvloop":
