@@ -238,7 +238,9 @@ class Directory:
 
     def _unload(self, actor: Actor) -> None:
         wake = wake_of(actor.snapshot)
-        if wake == WORK_NOW:
+        if wake is not None and wake <= self._clock.now():
+            # Work now, or a deadline come whose timer fires at the next loop iteration:
+            # unloaded, it would wait for a wake-up already past (and already scanned).
             return
         actor.unload()
         instance_id = actor.id
