@@ -438,6 +438,32 @@ async def test_a_timeout_fires_on_time_while_the_instance_is_unloaded(
         assert (await r.status()).finished_at == at(clock)
 
 
+async def test_an_instance_loaded_for_its_deadline_is_not_unloaded_before_it_fires(
+    runtime: Make, clock: Clock, log: Log
+) -> None:
+    # Loaded because its deadline came, its timer fires at the next loop iteration; a
+    # commit of another instance (here: lowering max_loaded, at the very moment of the
+    # load) must not unload it first: its deadline, past, would never be seen again.
+    async with runtime(max_loaded=0) as rt:
+        h = await rt.start(patient, 10, id="p")
+        await unloaded(clock, log, "p")
+        await rt.checkpoint()  # nothing of it is left in memory
+
+        class UnloadAtLoad(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                if "workflow.loaded" in record.getMessage():
+                    rt.max_loaded = 0
+
+        hook = UnloadAtLoad()
+        logging.getLogger("actorflow").addHandler(hook)
+        try:
+            await clock.advance(10)
+        finally:
+            logging.getLogger("actorflow").removeHandler(hook)
+        assert (await h.status()).state == "completed"
+        assert await h.result(timeout=5) == "timeout"
+
+
 async def test_many_unloaded_deadlines_fire_in_order_each_at_its_time(
     runtime: Make, clock: Clock, log: Log
 ) -> None:
