@@ -462,6 +462,38 @@ async def test_an_instance_loaded_for_its_deadline_is_not_unloaded_before_it_fir
         assert await h.result(timeout=5) == "timeout"
 
 
+@af.workflow(name="pas.ticks")
+async def ticks(ctx: af.Context[None], n: int) -> list[int | None]:
+    """Waits ``n`` times for a ping, 10 s at most each (``None`` when it timed out)."""
+    out: list[int | None] = []
+    for _ in range(n):
+        try:
+            out.append(await ctx.wait_event(ping, timeout=10))
+        except af.WaitTimeout:
+            out.append(None)
+    return out
+
+
+async def test_a_deadline_is_not_missed_when_a_checkpoint_ends_while_it_is_looked_for(
+    db: Path, clock: Clock, log: Log
+) -> None:
+    # At 20 s the loaded instance's timeout commits records that make a checkpoint due,
+    # while the unloaded one's wake-up reads the store for due instances: the checkpoint
+    # moved the unloaded one from memory to the store after the read had seen its old
+    # row, so it was found in neither and never woke (found by the model).
+    async with af.Runtime(db, clock=clock, max_loaded=0, checkpoint_every=10) as rt:
+        await rt.start(ticks, 2, id="a")
+        await unloaded(clock, log, "a")
+    async with af.Runtime(db, clock=clock, max_loaded=0, checkpoint_every=10) as rt:
+        rt.max_loaded = 1
+        await rt.start(ticks, 2, id="b")
+        await clock.advance(20)
+        for instance_id in "ab":
+            status = await rt.handle(instance_id).status()
+            assert status.state == "completed", (instance_id, status.waiting_on)
+        assert log.loads("a") == 1 and log.unloads("b") == 1
+
+
 async def test_many_unloaded_deadlines_fire_in_order_each_at_its_time(
     runtime: Make, clock: Clock, log: Log
 ) -> None:

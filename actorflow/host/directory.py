@@ -366,11 +366,11 @@ class Directory:
     async def _load_due(self) -> None:
         now = self._clock.now()
         after, self._scanned = self._scanned, now
-        # Memory is looked at before the store too: a checkpoint that ends while the store
-        # is read stores instances (and lets go of them here) that the read may not see.
-        due: Iterable[str] = self._unsaved_due(now)
-        due = itertools.chain(due, await self._store.due(after, now))
-        for instance_id in itertools.chain(due, self._unsaved_due(now)):
+        # Those in memory first: a checkpoint that ends while the store is read moves them
+        # to the store, perhaps after the read saw their row.
+        unsaved = self._unsaved_due(now)
+        due: Iterable[str] = await self._store.due(after, now)
+        for instance_id in itertools.chain(due, unsaved):
             snapshot = self.unsaved.get(instance_id)
             if snapshot is not None and ((wake := wake_of(snapshot)) is None or wake > now):
                 continue  # the stored wake is old: it changed while in memory
