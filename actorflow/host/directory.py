@@ -370,11 +370,11 @@ class Directory:
     async def _load_due(self) -> None:
         now = self._clock.now()
         after, self._scanned = self._scanned, now
-        # Those in memory first: a checkpoint that ends while the store is read moves them
-        # to the store, perhaps after the read saw their row.
+        # Those in memory are taken before and after the store is read: a checkpoint that
+        # ends meanwhile moves them to the store, perhaps after the read saw their row.
         unsaved = self._unsaved_due(now)
         due: Iterable[str] = await self._store.due(after, now)
-        for instance_id in itertools.chain(due, unsaved):
+        for instance_id in dict.fromkeys(itertools.chain(due, unsaved, self._unsaved_due(now))):
             snapshot = self.unsaved.get(instance_id)
             if snapshot is not None and ((wake := wake_of(snapshot)) is None or wake > now):
                 continue  # the stored wake is old: it changed while in memory
@@ -385,6 +385,16 @@ class Directory:
             upcoming.append(stored)
         if upcoming:
             self.note_wake(min(upcoming))
+
+    def listening(self, topics: Collection[str]) -> list[str]:
+        """Unloaded instances in memory whose query listens on one of ``topics`` (the
+        store finds the others)."""
+        wanted = set(topics)
+        return [
+            i
+            for i, s in self.unsaved.items()
+            if any(w.kind == "query" and wanted.intersection(w.topics) for w in s.waiting)
+        ]
 
     def _unsaved_due(self, now: float) -> list[str]:
         return [
