@@ -791,6 +791,44 @@ async def test_unloaded_instances_are_found_while_a_checkpoint_moves_them_to_the
         assert await h.result(timeout=5) == ("timeout" if wake == "deadline" else 5)
 
 
+async def test_a_send_reading_an_instance_from_the_store_sees_its_latest_snapshot(
+    runtime: Make, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A send to an instance found only in the store reads its snapshot; meanwhile the
+    # instance wakes for its deadline, moves on, is unloaded and checkpointed. The send
+    # must not then store its event on the snapshot it read, older than the one stored
+    # since: the instance would lose what it did meanwhile.
+    async with runtime(max_loaded=0) as rt:
+        began = clock.now()
+        h = await rt.start(naps, [10.0, 100.0], id="n")
+        await unloaded(clock, log, "n")
+        await rt.checkpoint()  # in the store only
+        reading, resume = asyncio.Event(), asyncio.Event()
+        load = rt._store.load
+        reads = 0
+
+        async def first_read_waits(instance_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            found = await load(instance_id)
+            if reads == 1:
+                reading.set()
+                await resume.wait()
+            return found
+
+        monkeypatch.setattr(rt._store, "load", first_read_waits)
+        sending = asyncio.ensure_future(rt.send("n", other, 1))  # not taken: kept
+        await reading.wait()
+        await clock.advance(10)  # it wakes, sleeps again, is unloaded
+        await rt.checkpoint()
+        resume.set()
+        await sending
+        await clock.advance(100)
+        assert (await h.status()).state == "completed"
+        assert await h.result(timeout=5) == [began + 10, began + 110]
+        assert outcomes(await h.status()) == [("pas.other", "value", False)]
+
+
 # -- state, handlers and wait_until ----------------------------------------------------------
 
 vote = af.Event("pas.vote", int)

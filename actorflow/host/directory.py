@@ -70,6 +70,7 @@ class Directory:
         self._wake_timer: Timer | None = None
         self._wake_at: float | None = None
         self._scanned = WORK_NOW  # stored wakes up to this time were loaded
+        self._checkpoints = 0  # how many ended: a store read across one may be stale
         self._closed = False
 
     def attach(self, writer: GroupWriter, timers: TimerWheel) -> None:
@@ -88,10 +89,16 @@ class Directory:
 
     async def lookup(self, instance_id: str) -> Snapshot | None:
         """The instance's current snapshot, from memory or the store; never loads it."""
-        found = self.in_memory(instance_id)
-        if found is not None:
-            return found
-        return await self._store.load(instance_id)
+        while True:
+            found = self.in_memory(instance_id)
+            if found is not None:
+                return found
+            checkpoints = self._checkpoints
+            found = await self._store.load(instance_id)
+            # A checkpoint that ended during the read may have stored a newer snapshot of
+            # it (loaded, changed and let go of meanwhile) than the row the read saw.
+            if self._checkpoints == checkpoints:
+                return found
 
     async def token_owner(self, token: str) -> str | None:
         """The id of the instance that made event token ``token``, if any is known."""
@@ -332,6 +339,7 @@ class Directory:
 
     def checkpointed(self) -> None:
         """The snapshots of :meth:`to_checkpoint` are stored: let go of what only they held."""
+        self._checkpoints += 1
         for snapshot in self.finished.values():
             self._drop_tokens(snapshot)
         self.finished.clear()
