@@ -571,13 +571,13 @@ class Runtime:
     async def notify(self, *topics: str) -> None:
         """Re-run the ``ctx.wait_for`` queries listening on ``topics``; returns after they ran."""
         self._check_open()
-        # Unloaded instances listening on them are loaded (their query runs as they go live).
-        unloaded = await self._reading(self._store.listening(topics))
-        unloaded += [
-            s.id
-            for s in self._directory.unsaved.values()
-            if any(w.kind == "query" and set(w.topics) & set(topics) for w in s.waiting)
-        ]
+        # Unloaded instances listening on them are loaded (their query runs as they go live):
+        # those in memory are taken before and after the store is read, as a checkpoint
+        # that ends meanwhile moves them to the store, perhaps after the read saw their row.
+        directory = self._directory
+        unloaded = directory.listening(topics)
+        unloaded += await self._reading(self._store.listening(topics))
+        unloaded += directory.listening(topics)
         for instance_id in unloaded:
             if instance_id not in self._directory.loaded:
                 await self._directory.load(instance_id)

@@ -462,38 +462,6 @@ async def test_an_instance_loaded_for_its_deadline_is_not_unloaded_before_it_fir
         assert await h.result(timeout=5) == "timeout"
 
 
-@af.workflow(name="pas.ticks")
-async def ticks(ctx: af.Context[None], n: int) -> list[int | None]:
-    """Waits ``n`` times for a ping, 10 s at most each (``None`` when it timed out)."""
-    out: list[int | None] = []
-    for _ in range(n):
-        try:
-            out.append(await ctx.wait_event(ping, timeout=10))
-        except af.WaitTimeout:
-            out.append(None)
-    return out
-
-
-async def test_a_deadline_is_not_missed_when_a_checkpoint_ends_while_it_is_looked_for(
-    db: Path, clock: Clock, log: Log
-) -> None:
-    # At 20 s the loaded instance's timeout commits records that make a checkpoint due,
-    # while the unloaded one's wake-up reads the store for due instances: the checkpoint
-    # moved the unloaded one from memory to the store after the read had seen its old
-    # row, so it was found in neither and never woke (found by the model).
-    async with af.Runtime(db, clock=clock, max_loaded=0, checkpoint_every=10) as rt:
-        await rt.start(ticks, 2, id="a")
-        await unloaded(clock, log, "a")
-    async with af.Runtime(db, clock=clock, max_loaded=0, checkpoint_every=10) as rt:
-        rt.max_loaded = 1
-        await rt.start(ticks, 2, id="b")
-        await clock.advance(20)
-        for instance_id in "ab":
-            status = await rt.handle(instance_id).status()
-            assert status.state == "completed", (instance_id, status.waiting_on)
-        assert log.loads("a") == 1 and log.unloads("b") == 1
-
-
 async def test_many_unloaded_deadlines_fire_in_order_each_at_its_time(
     runtime: Make, clock: Clock, log: Log
 ) -> None:
@@ -772,6 +740,93 @@ async def test_a_query_running_when_its_instance_would_be_unloaded_is_not_lost(
         assert (await h.status()).state == "completed"  # not lost, then found by a reload
         assert await h.result(timeout=5) == 3
         assert log.loads("s") == 1
+
+
+@pytest.mark.parametrize("wake", ["deadline", "notify"])
+async def test_unloaded_instances_are_found_while_a_checkpoint_moves_them_to_the_store(
+    runtime: Make,
+    clock: Clock,
+    log: Log,
+    board: dict[str, int],
+    monkeypatch: pytest.MonkeyPatch,
+    wake: str,
+) -> None:
+    # Its deadline (or a notify) makes the runtime look for the unloaded instance in the
+    # store, then in memory; a checkpoint that ends in between moves it from memory to
+    # the store after the read saw its old row, and it was found in neither: the timeout
+    # never fired, the notify was lost (found by the model: a store read takes several
+    # hops to its thread, and a checkpoint can end between them).
+    async with runtime(max_loaded=0) as rt:
+        h: af.Handle[Any]
+        if wake == "deadline":
+            h = await rt.start(patient, 10, id="p")
+        else:
+            h = await rt.start(watch, "k", False, id="w")
+        await clock.settle()
+        rt.max_loaded = 0
+        await unloaded(clock, log, h.id)  # in memory only: never checkpointed
+        reading, resume = asyncio.Event(), asyncio.Event()
+
+        def late(read: Callable[..., Any]) -> Callable[..., Any]:
+            async def read_then_wait(*args: Any) -> Any:
+                found = await read(*args)  # the store as it was
+                reading.set()
+                await resume.wait()
+                return found
+
+            return read_then_wait
+
+        name = "due" if wake == "deadline" else "listening"
+        monkeypatch.setattr(rt._store, name, late(getattr(rt._store, name)))
+        board["k"] = 5
+        waking = asyncio.ensure_future(
+            clock.advance(10) if wake == "deadline" else rt.notify(TOPIC)
+        )
+        await reading.wait()
+        await rt.checkpoint()  # ends while the runtime looks
+        resume.set()
+        await waking
+        await clock.settle()
+        assert (await h.status()).state == "completed"
+        assert await h.result(timeout=5) == ("timeout" if wake == "deadline" else 5)
+
+
+async def test_a_send_reading_an_instance_from_the_store_sees_its_latest_snapshot(
+    runtime: Make, clock: Clock, log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A send to an instance found only in the store reads its snapshot; meanwhile the
+    # instance wakes for its deadline, moves on, is unloaded and checkpointed. The send
+    # must not then store its event on the snapshot it read, older than the one stored
+    # since: the instance would lose what it did meanwhile.
+    async with runtime(max_loaded=0) as rt:
+        began = clock.now()
+        h = await rt.start(naps, [10.0, 100.0], id="n")
+        await unloaded(clock, log, "n")
+        await rt.checkpoint()  # in the store only
+        reading, resume = asyncio.Event(), asyncio.Event()
+        load = rt._store.load
+        reads = 0
+
+        async def first_read_waits(instance_id: str) -> Any:
+            nonlocal reads
+            reads += 1
+            found = await load(instance_id)
+            if reads == 1:
+                reading.set()
+                await resume.wait()
+            return found
+
+        monkeypatch.setattr(rt._store, "load", first_read_waits)
+        sending = asyncio.ensure_future(rt.send("n", other, 1))  # not taken: kept
+        await reading.wait()
+        await clock.advance(10)  # it wakes, sleeps again, is unloaded
+        await rt.checkpoint()
+        resume.set()
+        await sending
+        await clock.advance(100)
+        assert (await h.status()).state == "completed"
+        assert await h.result(timeout=5) == [began + 10, began + 110]
+        assert outcomes(await h.status()) == [("pas.other", "value", False)]
 
 
 # -- state, handlers and wait_until ----------------------------------------------------------

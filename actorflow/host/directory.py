@@ -70,6 +70,7 @@ class Directory:
         self._wake_timer: Timer | None = None
         self._wake_at: float | None = None
         self._scanned = WORK_NOW  # stored wakes up to this time were loaded
+        self._checkpoints = 0  # how many ended: a store read across one may be stale
         self._closed = False
 
     def attach(self, writer: GroupWriter, timers: TimerWheel) -> None:
@@ -88,10 +89,16 @@ class Directory:
 
     async def lookup(self, instance_id: str) -> Snapshot | None:
         """The instance's current snapshot, from memory or the store; never loads it."""
-        found = self.in_memory(instance_id)
-        if found is not None:
-            return found
-        return await self._store.load(instance_id)
+        while True:
+            found = self.in_memory(instance_id)
+            if found is not None:
+                return found
+            checkpoints = self._checkpoints
+            found = await self._store.load(instance_id)
+            # A checkpoint that ended during the read may have stored a newer snapshot of
+            # it (loaded, changed and let go of meanwhile) than the row the read saw.
+            if self._checkpoints == checkpoints:
+                return found
 
     async def token_owner(self, token: str) -> str | None:
         """The id of the instance that made event token ``token``, if any is known."""
@@ -328,6 +335,7 @@ class Directory:
 
     def checkpointed(self) -> None:
         """The snapshots of :meth:`to_checkpoint` are stored: let go of what only they held."""
+        self._checkpoints += 1
         for snapshot in self.finished.values():
             self._drop_tokens(snapshot)
         self.finished.clear()
@@ -366,11 +374,11 @@ class Directory:
     async def _load_due(self) -> None:
         now = self._clock.now()
         after, self._scanned = self._scanned, now
-        # Those in memory first: a checkpoint that ends while the store is read moves them
-        # to the store, perhaps after the read saw their row.
+        # Those in memory are taken before and after the store is read: a checkpoint that
+        # ends meanwhile moves them to the store, perhaps after the read saw their row.
         unsaved = self._unsaved_due(now)
         due: Iterable[str] = await self._store.due(after, now)
-        for instance_id in itertools.chain(due, unsaved):
+        for instance_id in dict.fromkeys(itertools.chain(due, unsaved, self._unsaved_due(now))):
             snapshot = self.unsaved.get(instance_id)
             if snapshot is not None and ((wake := wake_of(snapshot)) is None or wake > now):
                 continue  # the stored wake is old: it changed while in memory
@@ -381,6 +389,16 @@ class Directory:
             upcoming.append(stored)
         if upcoming:
             self.note_wake(min(upcoming))
+
+    def listening(self, topics: Collection[str]) -> list[str]:
+        """Unloaded instances in memory whose query listens on one of ``topics`` (the
+        store finds the others)."""
+        wanted = set(topics)
+        return [
+            i
+            for i, s in self.unsaved.items()
+            if any(w.kind == "query" and wanted.intersection(w.topics) for w in s.waiting)
+        ]
 
     def _unsaved_due(self, now: float) -> list[str]:
         return [
