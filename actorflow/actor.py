@@ -40,6 +40,7 @@ from actorflow.records import (
     Finished,
     Held,
     Outcome,
+    Patched,
     Record,
     Snapshot,
     Value,
@@ -340,6 +341,15 @@ class Actor:
             # must not be replayed as if it were stored.
             record = Value(self.id, seq, kind, name, value, self.services.clock.now())
             self.services.writer.append([record])
+
+    def patched(self, patch_id: str) -> bool:
+        """``ctx.patched``: the journal's answer, recording the marker on a fresh path
+        (written after anything queued before; in the snapshot once committed)."""
+        answer, new = self.journal.patched(patch_id, self.snapshot.patches)
+        if new and self.phase not in INERT:
+            now = self.services.clock.now()
+            self.services.writer.append([Patched(self.id, patch_id, now)])
+        return answer
 
     def _diverged(self, error: NonDeterminismError) -> None:
         self._hold(str(error), NonDeterminismError)

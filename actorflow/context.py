@@ -227,6 +227,44 @@ class Context(Generic[S]):
         self._actor.record_value(seq, "uuid4", "uuid4", codec.ENCODER.encode(value.bytes))
         return value
 
+    # -- code changes ----------------------------------------------------------------
+    def patched(self, patch_id: str) -> bool:
+        """Whether this instance takes the new branch of a code change named ``patch_id``:
+        ``if ctx.patched("x"): new code`` ``else: old code``.
+
+        On a fresh path it records a marker and returns ``True``; replaying a history that
+        went past this point before the patch existed returns ``False``, so instances
+        started under the old code keep the old branch and new ones take the new one. The
+        marker takes no call position: histories written before the patch replay
+        unchanged. One answer per run: later calls with the same ``patch_id`` repeat the
+        first. Markers of patches the code no longer asks about are ignored. Retire a
+        patch with :meth:`deprecate_patch` once no instance that predates it remains.
+        """
+        if not isinstance(patch_id, str):
+            raise TypeError(f"patch_id must be a str, got {patch_id!r}")
+        return self._actor.patched(patch_id)
+
+    def deprecate_patch(self, patch_id: str) -> None:
+        """Mark ``patch_id`` as retired: only its new branch remains in the code.
+
+        Replace ``if ctx.patched(patch_id): new`` ``else: old`` by
+        ``ctx.deprecate_patch(patch_id)`` followed by the new code once no running
+        instance predates the patch (none can take the old branch any more). It records
+        nothing and checks nothing: histories with or without the marker replay. Once no
+        running instance was started before the patch was written either, the call can
+        be removed too.
+        """
+        if not isinstance(patch_id, str):
+            raise TypeError(f"patch_id must be a str, got {patch_id!r}")
+
+    @property
+    def history_length(self) -> int:
+        """The number of entries in this run's journal so far: the calls the code has made
+        in this run (each step, wait, timer and value call takes one; ``patched`` takes
+        none). Deterministic: the same at the same point of the code on replay as on the
+        first run, so a workflow may branch on it (e.g. to start a new run)."""
+        return self._actor.journal.made
+
 
 def _finite(value: float | None) -> float | None:
     """A limit in seconds, ``None`` when there is none (``math.inf``)."""

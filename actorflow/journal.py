@@ -8,11 +8,15 @@ deadline) finds its stored :class:`~actorflow.records.Value`. A position past wh
 stored is a new call, whose outcome or value is yet to be written. The journal does no
 I/O: it is told what is stored, and raises :class:`NonDeterminismError` when the code
 and the stored calls disagree.
+
+A patch (``ctx.patched``) takes no position, so that histories written before the patch
+keep their positions: its marker is stored apart, and where there is none the journal
+tells whether the stored history went on past this point without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from actorflow.errors import NonDeterminismError
 from actorflow.records import Effect, Outcome, Value
@@ -28,13 +32,14 @@ class Journal:
     value enters it when its record is committed, not when it is written).
     """
 
-    __slots__ = ("_outcomes", "_values", "instance_id", "made")
+    __slots__ = ("_outcomes", "_patches", "_values", "instance_id", "made")
 
     def __init__(self, instance_id: str, values: dict[int, Value]) -> None:
         self.instance_id = instance_id
         self.made = 0  # calls the code has made: the next call's position
         self._values = values
         self._outcomes: dict[int, Outcome] = {}  # while replaying: stored outcomes by position
+        self._patches: dict[str, bool] = {}  # this run's answers to ``patched``
 
     def replay(self, history: Iterable[Effect]) -> None:
         """Hold the outcomes stored in ``history`` until :meth:`end_replay`."""
@@ -94,6 +99,25 @@ class Journal:
             f"journal holds call #{seq} ({stored.kind} {stored.name!r}) that it no longer "
             f"makes; {_RESTORE}"
         )
+
+    def patched(self, patch_id: str, markers: Collection[str]) -> tuple[bool, bool]:
+        """Whether the code takes patch ``patch_id``'s new branch here, and whether its
+        marker is to be recorded (``markers``: the run's stored ones).
+
+        Its marker is stored: yes. Else, if the journal holds a call at or past this
+        position, the run went on past here before the patch existed: no. Else this is a
+        fresh path: yes, and record the marker. The first answer holds for the run.
+        """
+        answer = self._patches.get(patch_id)
+        if answer is not None:
+            return answer, False
+        made = self.made
+        new = patch_id not in markers and (
+            max(self._outcomes, default=-1) < made and max(self._values, default=-1) < made
+        )
+        answer = new or patch_id in markers
+        self._patches[patch_id] = answer
+        return answer, new
 
     def _stored(self, seq: int) -> Outcome | Value | None:
         # Either sort: a value call and a call with an outcome never share a kind, so a

@@ -133,6 +133,15 @@ class Held(msgspec.Struct, tag="held", array_like=True):
     detail: str | None
 
 
+class Patched(msgspec.Struct, tag="patch", array_like=True):
+    """``ctx.patched(patch_id)`` took its new branch on a fresh path: the marker that
+    makes replays of this run take it again. It takes no call position."""
+
+    wf: str
+    patch_id: str
+    at: float
+
+
 class Finished(msgspec.Struct, tag="finish", array_like=True):
     """The instance ended: ``completed`` (with ``result``), ``failed`` or ``cancelled``."""
 
@@ -155,6 +164,7 @@ Record = (
     | Waiting
     | Held
     | Finished
+    | Patched
 )
 """Anything the write-ahead log holds."""
 
@@ -206,6 +216,7 @@ class Snapshot(msgspec.Struct):
     waiting: list[WaitSpec] = msgspec.field(default_factory=list)
     state: bytes | None = None
     held: str | None = None  # why the last runtime that loaded it could not run it
+    patches: list[str] = msgspec.field(default_factory=list)  # this run's patch markers
 
     @property
     def finished(self) -> bool:
@@ -307,6 +318,9 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             snapshot.error = record.error
             snapshot.finished_at = record.at
             snapshot.updated_at = record.at
+        case Patched():
+            if record.patch_id not in snapshot.patches:
+                snapshot.patches.append(record.patch_id)
         case Started():
             raise ValueError(f"instance {record.wf!r} started twice")
 
