@@ -308,6 +308,8 @@ class Actor:
     def recorded_value(self, kind: str, name: str) -> tuple[int, bytes | None]:
         """The next sequence number and its stored value, if replay has one."""
         seq = self.journal.next()
+        if self.phase in INERT:
+            return seq, None  # a held instance does not run on: its first divergence stands
         try:
             return seq, self.journal.value(seq, kind, name)
         except NonDeterminismError as exc:

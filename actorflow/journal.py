@@ -80,7 +80,7 @@ class Journal:
         if outcome.seq >= self.made:
             raise NonDeterminismError(
                 f"workflow {self.instance_id!r}: the journal holds the outcome of call "
-                f"#{outcome.seq} ({outcome.kind} {outcome.name!r}) but the code no longer "
+                f"#{outcome.seq} ({_call(outcome.kind, outcome.name)}) but the code no longer "
                 f"makes that call; {_RESTORE}"
             )
 
@@ -96,7 +96,7 @@ class Journal:
         assert stored is not None
         raise NonDeterminismError(
             f"workflow {self.instance_id!r}: the code {how} after {made} calls, but the "
-            f"journal holds call #{seq} ({stored.kind} {stored.name!r}) that it no longer "
+            f"journal holds call #{seq} ({_call(stored.kind, stored.name)}) that it no longer "
             f"makes; {_RESTORE}"
         )
 
@@ -130,6 +130,14 @@ class Journal:
         self, seq: int, stored: Outcome | Value, kind: str, name: str
     ) -> NonDeterminismError:
         return NonDeterminismError(
-            f"workflow {self.instance_id!r} call #{seq}: the journal holds {stored.kind} "
-            f"{stored.name!r} but the code now makes {kind} {name!r}; {_RESTORE}"
+            f"workflow {self.instance_id!r} call #{seq}: the journal holds "
+            f"{_call(stored.kind, stored.name)} but the code now makes {_call(kind, name)}; "
+            f"{_RESTORE}"
         )
+
+
+def _call(kind: str, name: str) -> str:
+    """A call as a divergence names it: its kind and name (and what makes a deadline)."""
+    if kind == "deadline":
+        return f"{kind} {name!r} (of a sleep or a timeout)"
+    return f"{kind} {name!r}"

@@ -109,3 +109,30 @@ def test_after_replay_the_stored_outcomes_are_gone() -> None:
     journal.end_replay()
     journal.check_call(journal.next(), "event", "anything")
     journal.check_made("paused")
+
+
+def test_a_patch_on_a_fresh_path_is_taken_and_its_marker_recorded() -> None:
+    journal = Journal("wf", {})
+    journal.next()
+    assert journal.patched("p", []) == (True, True)
+    assert journal.patched("p", []) == (True, False)  # one answer (and marker) per run
+    assert journal.made == 1  # it takes no position
+
+
+def test_a_patch_whose_marker_is_stored_is_taken() -> None:
+    journal = Journal("wf", {})
+    journal.replay([outcome(0), outcome(1)])
+    assert journal.patched("p", ["p"]) == (True, False)
+
+
+def test_a_history_past_the_patch_point_without_its_marker_takes_the_old_branch() -> None:
+    values = {2: value(2)}
+    journal = Journal("wf", values)
+    journal.replay([outcome(0)])
+    assert journal.patched("by-outcome", ["other"]) == (False, False)
+    journal.next()
+    assert journal.patched("by-value", []) == (False, False)  # call #2 is stored
+    assert journal.patched("by-outcome", []) == (False, False)  # the run's first answer
+    journal.next()
+    journal.next()
+    assert journal.patched("later", []) == (True, True)  # nothing stored from #3 on

@@ -6,6 +6,7 @@ and survive a reopen. Also ``ctx.history_length``, the same on replay as on the 
 from __future__ import annotations
 
 import importlib
+import inspect
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -224,3 +225,103 @@ async def test_history_length_is_the_same_on_replay(
     assert result == [0, 1, 2, 4, 5, 7]
     first, replay = runs
     assert first == [0, 1, 2, 4, 5] and replay == result
+
+
+# -- every call kind inserted, removed or reordered is found on replay -------------------
+kev = af.Event("patching.k", str)
+Snippet = Callable[[af.Context[None]], object]
+
+
+def ready() -> bool:
+    return True
+
+
+async def make_token(ctx: af.Context[None]) -> None:
+    await ctx.create_event(kev)
+
+
+DEADLINE = "deadline 'deadline' (of a sleep or a timeout)"
+CALLS: dict[str, tuple[Snippet, str]] = {
+    # kind: (the call, as the journal and the detail name it at its first position)
+    "step": (lambda ctx: ctx.step(mark, "k", name="k.step"), "step 'k.step'"),
+    "event": (lambda ctx: ctx.wait_event(kev), "event 'patching.k'"),
+    "sleep": (lambda ctx: ctx.sleep(5), DEADLINE),  # its deadline, then timer
+    "condition": (lambda ctx: ctx.wait_until(ready), "condition 'condition'"),
+    "query": (lambda ctx: ctx.wait_for(ready, name="k.query"), "query 'k.query'"),
+    "now": (lambda ctx: ctx.now(), "now 'now'"),
+    "random": (lambda ctx: ctx.random(), "random 'random'"),
+    "uuid4": (lambda ctx: ctx.uuid4(), "uuid4 'uuid4'"),
+    "token": (make_token, "create_event 'patching.k'"),
+    "timeout": (lambda ctx: ctx.wait_until(ready, timeout=60), "condition 'condition'"),
+}
+A = (lambda ctx: ctx.step(mark, "a", name="fill.a"), "step 'fill.a'")
+B = (lambda ctx: ctx.step(mark, "b", name="fill.b"), "step 'fill.b'")
+UNTIMED = (lambda ctx: ctx.wait_until(ready), "condition 'condition'")
+TIMED = (lambda ctx: ctx.wait_until(ready, timeout=60), DEADLINE)
+
+
+def diverged_at(seq: int, held: tuple[Snippet, str], made: tuple[Snippet, str]) -> str:
+    return f"call #{seq}: the journal holds {held[1]} but the code now makes {made[1]}"
+
+
+def mutations() -> list[Any]:
+    """``(old script, new script, the detail's divergence)`` for each call kind."""
+    cases = []
+    for kind, k in CALLS.items():
+        cases += [
+            pytest.param([A, B], [A, k, B], diverged_at(1, B, k), id=f"{kind}-inserted"),
+            pytest.param([A, k, B], [A, B], diverged_at(1, k, B), id=f"{kind}-removed"),
+            pytest.param([A, k, B], [k, A, B], diverged_at(0, A, k), id=f"{kind}-reordered"),
+        ]
+    # A wait's timeout is a call of its own (its deadline, after the wait's position).
+    added, dropped = diverged_at(2, B, TIMED), diverged_at(2, TIMED, B)
+    cases += [
+        pytest.param([A, UNTIMED, B], [A, TIMED, B], added, id="timeout-added"),
+        pytest.param([A, TIMED, B], [A, UNTIMED, B], dropped, id="timeout-dropped"),
+    ]
+    return cases
+
+
+def scripted(script: list[tuple[Snippet, str]]) -> Callable[..., Awaitable[str]]:
+    """A workflow body making the calls of ``script`` in order, then waiting for ``go``."""
+
+    async def body(ctx: af.Context[None]) -> str:
+        for call, _ in script:
+            made = call(ctx)
+            if inspect.isawaitable(made):
+                await made
+        return await ctx.wait_event(go)
+
+    return body
+
+
+@pytest.mark.parametrize(("old", "new", "diverged"), mutations())
+async def test_a_changed_call_is_held_naming_it_and_can_be_cancelled(
+    db: Path,
+    clock: af.testing.ManualClock,
+    request: pytest.FixtureRequest,
+    old: list[tuple[Snippet, str]],
+    new: list[tuple[Snippet, str]],
+    diverged: str,
+) -> None:
+    name = f"patching.table.{request.node.callspec.id}"
+    wf = define(name, scripted(old))
+    async with af.Runtime(db, clock=clock) as rt:
+        h = await rt.start(wf, id="t")
+        await rt.send("t", kev, "k")  # for an event wait (else left in the mailbox)
+        while [w.name for w in (await h.status()).waiting_on] != [go.name]:
+            assert (await h.status()).state in ("running", "waiting")
+            await clock.advance(5)  # for a sleep
+
+    define(name, scripted(new))
+    async with af.Runtime(db, clock=clock) as rt:
+        h = rt.handle("t")
+        with pytest.raises(af.NonDeterminismError):
+            await h.result(timeout=5)
+        status = await h.status()
+        assert status.detail is not None and diverged in status.detail, status.detail
+        assert status.state == "waiting"
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert (await h.status()).state == "cancelled"
