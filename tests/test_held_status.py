@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import json
 from datetime import timedelta
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import actorflow as af
@@ -148,3 +150,69 @@ async def test_a_cancel_ends_an_unloaded_instance_whose_code_diverged(
         with pytest.raises(af.WorkflowCancelled):
             await h.result(timeout=5)
         assert (await h.status()).state == "cancelled"
+
+
+class Count(msgspec.Struct):
+    n: int = 0
+
+
+bump = af.Event("held.bump", int)
+cleanups: list[str] = []
+
+
+def define_counting(name: str, handler: bool, early: bool = False) -> af.Workflow[str]:
+    """Register ``name``: wait until a ``bump`` was handled, then for ``reply``; on a
+    cancel it notes a cleanup. ``handler=False``: the handler is gone; ``early``: the code
+    returns before making any call."""
+    workflow_module._registry.pop(name, None)
+
+    async def body(ctx: af.Context[Count]) -> str:
+        if early:
+            return "early"
+        try:
+            await ctx.wait_until(lambda: ctx.state.n >= 1)
+            return await ctx.wait_event(reply)
+        except asyncio.CancelledError:
+            cleanups.append(ctx.workflow_id)
+            raise
+
+    wf = af.workflow(name=name, state=Count)(body)
+    if handler:
+
+        @wf.on(bump)
+        def bumped(state: Count, by: int) -> None:
+            state.n += by
+
+    return wf
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ("handler removed", "event 'held.bump' was handled by a handler the code no longer has"),
+        ("returns early", "the code returned after 0 calls, but the journal holds call #0 "
+         "(condition 'condition') that it no longer makes"),
+    ],
+)  # fmt: skip
+async def test_every_divergence_says_why_and_is_cancelled_without_running_code(
+    db: Path, clock: af.testing.ManualClock, change: str, why: str
+) -> None:
+    name = "held.counting"
+    async with af.Runtime(db, clock=clock) as rt:
+        h = await rt.start(define_counting(name, handler=True), id="c1")
+        await rt.send("c1", bump, 1)
+        while [w.name for w in (await h.status()).waiting_on] != [reply.name]:
+            await clock.advance(0)
+    define_counting(name, handler=False, early=change == "returns early")
+    cleanups.clear()
+    async with af.Runtime(db, clock=clock) as rt:
+        h = rt.handle("c1")
+        with pytest.raises(af.NonDeterminismError):
+            await h.result(timeout=5)
+        detail = (await h.status()).detail
+        assert detail is not None and why in detail, detail
+        await h.cancel()
+        with pytest.raises(af.WorkflowCancelled):
+            await h.result(timeout=5)
+        assert (await h.status()).state == "cancelled"
+    assert cleanups == []  # its code did not run on
