@@ -229,8 +229,8 @@ class Context(Generic[S]):
 
     # -- code changes ----------------------------------------------------------------
     def patched(self, patch_id: str) -> bool:
-        """Whether this instance takes the new branch of a code change named ``patch_id``:
-        ``if ctx.patched("x"): new code`` ``else: old code``.
+        """Whether this instance takes the new branch of a code change named ``patch_id``
+        (``if ctx.patched("x"):`` the new code, ``else:`` the old code).
 
         On a fresh path it records a marker and returns ``True``; replaying a history that
         went past this point before the patch existed returns ``False``, so instances
@@ -247,12 +247,12 @@ class Context(Generic[S]):
     def deprecate_patch(self, patch_id: str) -> None:
         """Mark ``patch_id`` as retired: only its new branch remains in the code.
 
-        Replace ``if ctx.patched(patch_id): new`` ``else: old`` by
-        ``ctx.deprecate_patch(patch_id)`` followed by the new code once no running
-        instance predates the patch (none can take the old branch any more). It records
-        nothing and checks nothing: histories with or without the marker replay. Once no
-        running instance was started before the patch was written either, the call can
-        be removed too.
+        Once no running instance was started before the patch was deployed (none can
+        take the old branch any more), replace the ``if ctx.patched(patch_id):`` branch
+        and its ``else:`` by this call and the new code. It records nothing and checks
+        nothing: histories with or without the marker replay. It marks the patch as
+        retired in the code; remove the call later (markers no code asks about are
+        ignored on replay).
         """
         if not isinstance(patch_id, str):
             raise TypeError(f"patch_id must be a str, got {patch_id!r}")
