@@ -200,6 +200,8 @@ class Actor:
             # Stored, so that other processes (the CLI) show why it does not run.
             self.services.writer.append([Held(self.id, why)])
         self.loop.drop()
+        if self.task is not None:  # its code stops where it is: no "destroyed pending" log
+            self.task._log_destroy_pending = False  # type: ignore[attr-defined]
         for call in self.calls.values():
             call.disarm()
         _log.warning("workflow.held", workflow_id=self.id, detail=why)
