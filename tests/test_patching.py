@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import signal
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -69,17 +70,20 @@ async def cleaned_code(ctx: af.Context[None]) -> list[object]:
     return [a, b, got, "cleaned"]
 
 
-def start_old_instances(db: Path, *ids: str) -> None:
+def start_old_instances(db: Path, *ids: str, mode: str = "old") -> None:
     """The old code (before the patch) starts ``ids`` in another process, which parks
-    them on ``go`` and exits."""
+    them on ``go`` and exits (``mode="kill"``: the patched code, then SIGKILL)."""
     out = subprocess.run(
-        [sys.executable, str(CHILD), str(db), *ids],
+        [sys.executable, str(CHILD), str(db), mode, *ids],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
-    assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
+    if mode == "kill":
+        assert out.returncode == -signal.SIGKILL, out.stderr
+    else:
+        assert out.returncode == 0 and "DONE" in out.stdout, out.stderr
 
 
 async def parked(h: af.WorkflowHandle[Any]) -> af.Status:
@@ -141,6 +145,15 @@ async def test_old_instances_keep_the_old_branch_new_ones_take_the_new_one(db: P
     async with af.Runtime(db) as rt:
         await rt.send("n4", go, "yo")  # its unused marker is ignored
         assert await rt.handle("n4").result(timeout=5) == ["a", "new", "yo", "cleaned"]
+
+
+async def test_a_marker_committed_before_a_kill_is_recovered_from_the_log(db: Path) -> None:
+    start_old_instances(db, "k1", mode="kill")  # patched: True, parked, killed
+    define(NAME, patched_code)
+    async with af.Runtime(db) as rt:
+        await rt.send("k1", go, "back")
+        result = await rt.handle("k1").result(timeout=5)
+    assert result == ["a", "new", "back", "new-end", True, True]
 
 
 async def test_deprecate_patch_accepts_histories_without_the_marker(db: Path) -> None:
