@@ -156,6 +156,37 @@ async def test_a_marker_committed_before_a_kill_is_recovered_from_the_log(db: Pa
     assert result == ["a", "new", "back", "new-end", True, True]
 
 
+async def test_an_instance_parked_right_at_the_patch_point_takes_the_new_branch(
+    db: Path,
+) -> None:
+    """Nothing past the point is stored: replay reaches ``patched`` on a fresh path (while
+    still replaying), records the marker and runs the new step once live."""
+    ran: list[str] = []
+
+    def new_step() -> str:
+        ran.append("new")
+        return "new"
+
+    async def before(ctx: af.Context[None]) -> str:
+        await ctx.step(mark, "a", name="a")
+        return await ctx.wait_event(go)
+
+    async def after(ctx: af.Context[None]) -> str:
+        await ctx.step(mark, "a", name="a")
+        if ctx.patched("z"):
+            await ctx.step(new_step, name="z-step")
+        return await ctx.wait_event(go)
+
+    wf = define("patching.edge", before)
+    async with af.Runtime(db) as rt:
+        await parked(await rt.start(wf, id="e1"))
+    define("patching.edge", after)
+    async with af.Runtime(db) as rt:
+        await rt.send("e1", go, "later")
+        assert await rt.handle("e1").result(timeout=5) == "later"
+    assert ran == ["new"]
+
+
 async def test_deprecate_patch_accepts_histories_without_the_marker(db: Path) -> None:
     """Instances the patch found past its point would diverge; one that had not reached
     it (or started after) replays with or without the marker."""
