@@ -10,6 +10,7 @@ from actorflow.backup import backup
 from actorflow.context import Context
 from actorflow.errors import (
     ActorflowError,
+    ContinueAsNew,
     DatabaseLocked,
     EventCancelled,
     EventFailed,
@@ -35,6 +36,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ActorflowError",
     "Context",
+    "ContinueAsNew",
     "DatabaseLocked",
     "Event",
     "EventCancelled",

@@ -25,13 +25,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from actorflow import codec
-from actorflow.errors import ActorflowError, NonDeterminismError
+from actorflow.errors import ActorflowError, ContinueAsNew, NonDeterminismError
 from actorflow.journal import Journal
 from actorflow.log import logger as _log
 from actorflow.loop import InstanceLoop
 from actorflow.mailbox import Mailbox
 from actorflow.records import (
     CancelRequested,
+    ContinuedAsNew,
     Effect,
     EventHandled,
     EventReturned,
@@ -69,19 +70,23 @@ class Phase(enum.Enum):
     REPLAYING = "replaying"  # fed stored effects; nothing it does goes live yet
     LIVE = "live"
     FINISHING = "finishing"  # the workflow returned; its Finished record is being written
+    CONTINUING = "continuing"  # it called continue_as_new; its record is being written
     FINISHED = "finished"
     HELD = "held"  # cannot run here (unknown workflow, non-determinism, failed write)
-    STOPPED = "stopped"  # its runtime closed: nothing it does goes live any more
+    STOPPED = "stopped"  # its runtime closed (or a new run replaced it): nothing goes live
 
 
-INERT = frozenset({Phase.HELD, Phase.STOPPED})
+INERT = frozenset({Phase.HELD, Phase.STOPPED, Phase.CONTINUING})
 """Phases in which workflow code that still runs (unwinding) starts and records nothing."""
 
 
 class Services:
     """What actors use from their runtime."""
 
-    __slots__ = ("clock", "on_finished", "run_query", "run_step", "timers", "tracing", "writer")
+    __slots__ = (
+        "clock", "on_continued", "on_finished", "run_query", "run_step", "timers", "tracing",
+        "writer",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class Services:
         run_query: Callable[[Actor, QueryWait], None],
         on_finished: Callable[[Actor], None],
         tracing: Tracing | None = None,
+        on_continued: Callable[[Actor], None] | None = None,
     ) -> None:
         self.writer = writer
         self.clock = clock
@@ -100,6 +106,7 @@ class Services:
         self.run_query = run_query
         self.on_finished = on_finished
         self.tracing = tracing  # None unless Runtime(tracing=...): the hooks check only that
+        self.on_continued = on_continued  # starts the next run; None: nothing does
 
 
 class Actor:
@@ -144,11 +151,15 @@ class Actor:
                 "the instance waits, untouched, for a runtime that defines it"
             )
             return
-        self.state = definition.new_state()
         try:
             args = definition.decode_args(self.snapshot.args)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._hold(f"stored arguments do not fit {definition.name!r}'s parameters: {exc}")
+            return
+        try:
+            self.state = definition.carried_state(self.snapshot.start_state)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self._hold(f"the state carried from run {self.snapshot.run - 1} does not fit: {exc}")
             return
         history = self.snapshot.history
         self.journal.replay(history)
@@ -262,6 +273,9 @@ class Actor:
             return
         result: bytes | None = None
         error = None
+        if not task.cancelled() and isinstance(task.exception(), ContinueAsNew):
+            self._continue_as_new(task.exception())  # type: ignore[arg-type]
+            return
         if task.cancelled():
             status = "cancelled"
         elif (failure := task.exception()) is not None:
@@ -273,15 +287,38 @@ class Actor:
             except TypeError as exc:
                 status, error = "failed", error_info(exc)
         self.phase = Phase.FINISHING
-        for call in self.calls.values():
-            call.disarm()
-        # It waits on nothing now (set at once, as _record_waits does): should a close
-        # drop its Finished after a checkpoint stored what led to it (an event taken, a
-        # cancel), the stored snapshot still says it has work, and the next open loads it.
-        self.snapshot.waiting = []
+        self._end_calls()
         self.services.writer.append(
             [Finished(self.id, status, self.services.clock.now(), result, error)]  # type: ignore[arg-type]
         )
+
+    def _continue_as_new(self, request: ContinueAsNew) -> None:
+        try:
+            state = None if self.state is None else codec.encode(self.state, "the state")
+        except TypeError as exc:  # the next run could not start from it: this one fails
+            self.phase = Phase.FINISHING
+            self._end_calls()
+            self.services.writer.append(
+                [Finished(self.id, "failed", self.services.clock.now(), None, error_info(exc))]
+            )
+            return
+        self.phase = Phase.CONTINUING
+        self._end_calls()
+        # Events taken by waits whose outcomes are still being written were never seen by
+        # the code: they go back to the mailbox, and so on to the next run.
+        records: list[Record] = [EventReturned(self.id, i) for i in self.mailbox.reserved_ids()]
+        records.append(
+            ContinuedAsNew(self.id, request.encoded_args, self.services.clock.now(), state)
+        )
+        self.services.writer.append(records)
+
+    def _end_calls(self) -> None:
+        for call in self.calls.values():
+            call.disarm()
+        # It waits on nothing now (set at once, as _record_waits does): should a close
+        # drop its last record after a checkpoint stored what led to it (an event taken, a
+        # cancel), the stored snapshot still says it has work, and the next open loads it.
+        self.snapshot.waiting = []
 
     # -- calls (made by the context) ----------------------------------------------
     def open_call(
@@ -397,14 +434,18 @@ class Actor:
             mailbox.use_token(token)
         event_id = self.next_event_id
         self.next_event_id += 1
-        handled = self.definition is not None and name in self.definition.handlers
+        continuing = self.phase is Phase.CONTINUING  # kept for the next run, as it is
+        handled = (
+            not continuing and self.definition is not None and name in self.definition.handlers
+        )
         sent = EventSent(
             self.id, event_id, name, token, payload, error, cancelled,
             now if created_at is None else created_at, now, handled,
         )  # fmt: skip
         records: list[Record] = [sent]
         if not handled:
-            call = mailbox.accept(event_id, name, token, self.phase is Phase.LIVE)
+            live = self.phase is Phase.LIVE
+            call = None if continuing else mailbox.accept(event_id, name, token, live)
             if call is not None:
                 call.bound = True
                 call.disarm()
@@ -415,7 +456,7 @@ class Actor:
 
     def can_take(self, token: str) -> bool:
         """Whether the instance can still take an event for its token ``token``."""
-        return self.phase not in (Phase.FINISHING, Phase.FINISHED) and not (
+        return self.phase not in (Phase.FINISHING, Phase.FINISHED, Phase.CONTINUING) and not (
             self.mailbox.token_used(token)
         )
 
@@ -432,6 +473,13 @@ class Actor:
     def committed(self, record: Record) -> None:
         """Fold a committed record into the snapshot, then react to it."""
         apply(self.snapshot, record)
+        if isinstance(record, ContinuedAsNew):
+            self.phase = Phase.STOPPED
+            if self.services.on_continued is not None:
+                self.services.on_continued(self)
+            return
+        if self.phase is Phase.CONTINUING:
+            return  # folded into what the next run starts from
         if self.phase is Phase.HELD:
             if isinstance(record, CancelRequested) and self.held is not None:
                 self._cancel_held()
@@ -442,6 +490,9 @@ class Actor:
             case EventSent():
                 if record.handled:
                     self._handle(record.name, record.payload)
+                elif self._handles(record.name):  # sent while the last run was ending
+                    now = self.services.clock.now()
+                    self.services.writer.append([EventHandled(self.id, record.id, now)])
                 elif not self.mailbox.reserved(record.id):  # else its Outcome follows in this batch
                     if record.token is None:
                         self.mailbox.written(record.name)
@@ -541,6 +592,13 @@ class Actor:
         # it now writes its outcome after the EventReturned, so the log agrees.
         if self.phase is Phase.LIVE:
             self._to_mailbox(event)
+
+    def _handles(self, name: str) -> bool:
+        return (
+            self.phase is Phase.LIVE
+            and self.definition is not None
+            and name in self.definition.handlers
+        )
 
     def _handle(self, name: str, payload: bytes | None) -> None:
         definition = self.definition

@@ -9,10 +9,11 @@ import random as _random
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, overload
 
 from actorflow import codec
 from actorflow.clock import deadline, from_datetime, seconds, to_datetime
+from actorflow.errors import ContinueAsNew
 from actorflow.events import Event, EventRef, new_token
 from actorflow.steps import Retry, call_name
 from actorflow.waits import ConditionWait, EventWait, QueryWait, Step, TimerWait, Wait
@@ -198,6 +199,23 @@ class Context(Generic[S]):
         winner = await _cancel_losers(futures)
         assert winner is not None
         return winner, futures[winner].result()
+
+    # -- long lives ------------------------------------------------------------------
+    def continue_as_new(self, *args: Any) -> NoReturn:
+        """End this run and start a fresh one of the same workflow on the same instance,
+        with ``args`` and an empty journal (as Temporal's continue-as-new), so that a
+        workflow that lives for months keeps a short history.
+
+        The new run keeps ``ctx.state`` and the mailbox's events not yet consumed (in
+        their order, including ones sent while it starts); the old run's waits and timers
+        end, and its tokens are void. ``h.result()`` gives the last run's result and
+        ``status().run`` counts the runs. ``args`` are checked against the workflow's
+        parameters here (:class:`InvalidPayload`). Raises :class:`ContinueAsNew`, a
+        ``BaseException``: call it from the workflow's own code and let it propagate.
+        """
+        definition = self._actor.definition
+        assert definition is not None  # the code runs, so the workflow is defined here
+        raise ContinueAsNew(definition.encode_args(args))
 
     # -- deterministic values --------------------------------------------------------
     def now(self) -> datetime:

@@ -78,3 +78,13 @@ class DatabaseLocked(StoreError):
         )
         self.path = path
         self.pid = pid
+
+
+class ContinueAsNew(BaseException):
+    """Raised by :meth:`Context.continue_as_new` to end the run; the runtime starts the
+    next one. Derived from ``BaseException`` so that ``except Exception`` does not stop it:
+    code that catches ``BaseException`` must raise it again."""
+
+    def __init__(self, args: list[bytes]) -> None:
+        super().__init__("the run continues as new")
+        self.encoded_args = args

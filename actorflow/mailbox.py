@@ -153,6 +153,10 @@ class Mailbox:
         """Whether event ``event_id`` is taken by a wait whose outcome is being written."""
         return event_id in self._reserved
 
+    def reserved_ids(self) -> list[int]:
+        """The events taken by waits whose outcomes are being written."""
+        return list(self._reserved)
+
     def consumed(self, event_id: int) -> None:
         """The outcome that took event ``event_id`` was committed and delivered."""
         self._reserved.pop(event_id, None)

@@ -152,6 +152,17 @@ class Finished(msgspec.Struct, tag="finish", array_like=True):
     error: ErrorInfo | None = None
 
 
+class ContinuedAsNew(msgspec.Struct, tag="continued", array_like=True):
+    """The run ended by ``ctx.continue_as_new``: a new run of the same workflow starts on
+    the same instance with ``args``, an empty journal and ``state`` (the encoded
+    ``ctx.state`` when it ended); its mailbox events not yet consumed carry over."""
+
+    wf: str
+    args: list[bytes]
+    at: float
+    state: bytes | None = None
+
+
 Record = (
     Started
     | Value
@@ -165,6 +176,7 @@ Record = (
     | Held
     | Finished
     | Patched
+    | ContinuedAsNew
 )
 """Anything the write-ahead log holds."""
 
@@ -217,6 +229,8 @@ class Snapshot(msgspec.Struct):
     state: bytes | None = None
     held: str | None = None  # why the last runtime that loaded it could not run it
     patches: list[str] = msgspec.field(default_factory=list)  # this run's patch markers
+    run: int = 1  # 1 for the first run; each ctx.continue_as_new adds one
+    start_state: bytes | None = None  # the state a continued run starts from
 
     @property
     def finished(self) -> bool:
@@ -321,8 +335,31 @@ def apply(snapshot: Snapshot, record: Record) -> None:
         case Patched():
             if record.patch_id not in snapshot.patches:
                 snapshot.patches.append(record.patch_id)
+        case ContinuedAsNew():
+            _continue(snapshot, record)
         case Started():
             raise ValueError(f"instance {record.wf!r} started twice")
+
+
+def _continue(snapshot: Snapshot, record: ContinuedAsNew) -> None:
+    # A new run: an empty journal, the mailbox's unconsumed events carried over in their
+    # order (those for tokens die with the run that made them), the state carried over.
+    # A cancel asked for while the run was ending is not lost: the new run replays it.
+    carried = [e for e in snapshot.events if e.consumed_at is None and e.token is None]
+    for event in carried:
+        event.consumed_by = None
+    snapshot.run += 1
+    snapshot.args = record.args
+    snapshot.history = [CancelRequested(record.wf, record.at)] if snapshot.cancel_requested else []
+    snapshot.values = {}
+    snapshot.events = carried
+    snapshot.tokens = {}
+    snapshot.patches = []
+    snapshot.attempts = {}
+    snapshot.waiting = []
+    snapshot.state = snapshot.start_state = record.state
+    snapshot.held = None
+    snapshot.updated_at = record.at
 
 
 RECORD_ENCODER = msgspec.msgpack.Encoder()

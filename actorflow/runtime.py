@@ -170,6 +170,7 @@ class Runtime:
         self._services = Services(
             self._writer, self.clock, self._timers, self._executor.run_step,
             self._executor.run_query, self._instance_finished, self._tracing,
+            self._instance_continued,
         )  # fmt: skip
         self._directory.attach(self._writer, self._timers)
         self._state = "open"
@@ -867,6 +868,14 @@ class Runtime:
         """Return after the next commit of records of any instance: a seam for code that
         follows the runtime, such as the web page of ``actorflow.ui``."""
         await self._commits.changed()
+
+    def _instance_continued(self, actor: Actor) -> None:
+        # Its ContinuedAsNew is committed: the snapshot holds the new run's start.
+        if self._tracing is not None:
+            self._tracing.run_ended(actor.id, "continued", None)
+        snapshot = actor.snapshot
+        _log.info("workflow.continued", workflow_id=actor.id, run=snapshot.run)
+        self._resume(snapshot, replacing=actor, resumed=False)
 
     def _instance_finished(self, actor: Actor) -> None:
         if self._tracing is not None:

@@ -54,6 +54,9 @@ class Status(msgspec.Struct, frozen=True):
     error: str | None
     detail: str | None
     events: list[EventRecord]
+    run: int = 1
+    """Which run this is: 1, plus one for each ``ctx.continue_as_new``. ``events`` and
+    ``waiting_on`` are the current run's; ``created_at`` is the first run's."""
 
 
 def _maybe(ts: float | None) -> datetime | None:
@@ -126,4 +129,5 @@ def status_of(
         error=error,
         detail=detail,
         events=events_of(snapshot) if with_events else [],
+        run=snapshot.run,
     )

@@ -70,6 +70,14 @@ class Workflow(Generic[R]):
         """A fresh state object (``None`` when the workflow declares no state)."""
         return None if self.state_type is None else self.state_type()
 
+    def carried_state(self, encoded: bytes | None) -> Any:
+        """The state a run starts from: ``encoded`` (carried over by ``continue_as_new``)
+        decoded, else :meth:`new_state`."""
+        if encoded is None or self.state_type is None:
+            return self.new_state()
+        state_type: Any = self.state_type
+        return codec.decoder(state_type).decode(encoded)
+
     @functools.cached_property
     def result_decoder(self) -> msgspec.msgpack.Decoder[Any]:
         """Decoder for the workflow's return value (its annotation, else builtins)."""

@@ -21,7 +21,15 @@ from actorflow.actor import Phase
 from actorflow.errors import StoreError
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
-from actorflow.records import EventSent, Record, Snapshot, Started, Value, new_snapshot
+from actorflow.records import (
+    ContinuedAsNew,
+    EventSent,
+    Record,
+    Snapshot,
+    Started,
+    Value,
+    new_snapshot,
+)
 from actorflow.workflow import lookup as lookup_workflow
 
 if TYPE_CHECKING:
@@ -106,6 +114,8 @@ class Commits:
         if actor is not None:
             directory.dirty.add(wf)
             directory.touch(actor)
+            if isinstance(record, ContinuedAsNew):
+                directory.forget_tokens(actor.snapshot)  # the ending run's tokens are void
             actor.committed(record)
             if isinstance(record, Value) and record.kind == "create_event":
                 directory.tokens[codec.decoder(str).decode(record.value)] = wf

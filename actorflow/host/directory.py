@@ -337,13 +337,14 @@ class Directory:
         """The snapshots of :meth:`to_checkpoint` are stored: let go of what only they held."""
         self._checkpoints += 1
         for snapshot in self.finished.values():
-            self._drop_tokens(snapshot)
+            self.forget_tokens(snapshot)
         self.finished.clear()
         for instance_id in [i for i in self.unsaved if not self._pins.get(i)]:
-            self._drop_tokens(self.unsaved.pop(instance_id))
+            self.forget_tokens(self.unsaved.pop(instance_id))
         self.dirty.clear()
 
-    def _drop_tokens(self, snapshot: Snapshot) -> None:
+    def forget_tokens(self, snapshot: Snapshot) -> None:
+        """Let go of the routes to ``snapshot``'s tokens (kept in the store, or void)."""
         for token in snapshot.tokens:
             if self.tokens.get(token) == snapshot.id:
                 del self.tokens[token]
