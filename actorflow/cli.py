@@ -308,6 +308,8 @@ def _print_details(d: Details) -> None:
     ]
     if s.finished_at is not None:
         lines.append(f"finished:  {_when(s.finished_at)}")
+    if s.run > 1:
+        lines.append(f"run:       {s.run} (continued as new {s.run - 1} time(s))")
     lines.append(f"args:      {_short(d.args)}")
     if d.state is not None:
         lines.append(f"state:     {_short(d.state)}")

@@ -3,8 +3,10 @@
 Shows: many instances waiting at once on one event loop; an event per message
 (``af.Event("chat.message", Msg)``) delivered by instance ID; an idle timeout that ends
 the conversation with a goodbye (``af.WaitTimeout``); replies sent from an async
-step; and what a message-to-reply round trip costs with every message made durable
-in SQLite first (group commit batches the concurrent conversations).
+step; ``ctx.continue_as_new`` every ``TURNS_PER_RUN`` turns, so that a conversation
+that lasts for months keeps a short journal; and what a message-to-reply round trip
+costs with every message made durable in SQLite first (group commit batches the
+concurrent conversations).
 
 Run: ``python examples/chat_bot.py [--conversations N] [--messages M] [--idle S] [--db PATH]``.
 """
@@ -73,11 +75,17 @@ def compose(user: str, text: str, turn: int) -> str:
     return f"#{turn} got it, {user}: {text!r} has {len(text.split())} word(s)"
 
 
+TURNS_PER_RUN = 100
+"""A conversation may last for months: every this many turns it continues as a new run,
+so that its journal (and what a restart replays) stays short."""
+
+
 @af.workflow(name="chat.conversation")
-async def conversation(ctx: af.Context[None], user: str, idle_seconds: float) -> int:
+async def conversation(
+    ctx: af.Context[None], user: str, idle_seconds: float, turns: int = 0
+) -> int:
     """Answer each message; say goodbye after ``idle_seconds`` of silence. Returns turns."""
-    turns = 0
-    while True:
+    for _ in range(TURNS_PER_RUN):
         try:
             msg = await ctx.wait_event(message, timeout=idle_seconds)
         except af.WaitTimeout:
@@ -85,6 +93,8 @@ async def conversation(ctx: af.Context[None], user: str, idle_seconds: float) ->
             return turns
         turns += 1
         await ctx.step(say, ctx.workflow_id, compose(user, msg.text, turns))
+    # Messages that arrive meanwhile wait in the mailbox and go to the next run.
+    ctx.continue_as_new(user, idle_seconds, turns)
 
 
 # -- the driver: N clients chatting at once, timing each message -> reply ------------

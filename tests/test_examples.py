@@ -354,6 +354,23 @@ async def test_chat_bot_conversation_stays_open_until_idle(
         assert client.get_nowait() == "bye ivy, talk later!"
 
 
+async def test_chat_bot_conversation_continues_as_new_and_keeps_counting(
+    runtime: Make, clock: af.testing.ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = load("chat_bot")
+    monkeypatch.setattr(chat, "TURNS_PER_RUN", 3)
+    async with runtime() as rt:
+        h = await rt.start(chat.conversation, "max", 30.0, id="chat-max")
+        client = chat.connections.open("chat-max")
+        for i in range(1, 8):
+            await rt.send("chat-max", chat.message, chat.Msg(f"m{i}"))
+            assert (await asyncio.wait_for(client.get(), 5)).startswith(f"#{i} got it")
+        await parked(h)
+        assert (await h.status()).run == 3  # after turns 3 and 6
+        await clock.advance(30)
+        assert await h.result(timeout=5) == 7
+
+
 # -- every script, as a newcomer runs it ---------------------------------------------------
 SCRIPTS = {
     "order_payment.py": [
