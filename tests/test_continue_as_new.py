@@ -280,3 +280,41 @@ async def test_a_long_conversation_stays_flat(db: Path) -> None:
     assert max(histories) <= 2 * 1_000 * 2  # one run's messages, in history and events
     assert max(objects) <= objects[0] * 1.2
     assert max(files) <= files[0] * 1.5 + 1_000_000
+
+
+def test_the_fold_of_a_switch_keeps_only_what_carries_over() -> None:
+    from actorflow.records import (
+        CancelRequested,
+        ContinuedAsNew,
+        EventSent,
+        Outcome,
+        Patched,
+        Started,
+        Value,
+        apply,
+        new_snapshot,
+    )
+
+    s = new_snapshot(Started("i", "wf", [b"\x01"], 1.0))
+    for record in (
+        Value("i", 0, "create_event", "e", codec_token("tok"), 2.0),
+        Patched("i", "p1", 2.0),
+        EventSent("i", 0, "a", None, b"\x01", None, False, 3.0, 3.0),  # consumed below
+        EventSent("i", 1, "b", None, b"\x02", None, False, 3.0, 3.0),  # carried
+        EventSent("i", 2, "e", "tok", b"\x03", None, False, 3.0, 3.0),  # its token dies
+        EventSent("i", 3, "a", None, b"\x04", None, False, 3.0, 3.0),  # carried
+        Outcome("i", 1, "event", "a", 4.0, event=0),
+        CancelRequested("i", 5.0),
+        ContinuedAsNew("i", [b"\x02"], 6.0, b"state"),
+    ):
+        apply(s, record)
+    assert (s.run, s.args, s.state, s.start_state) == (2, [b"\x02"], b"state", b"state")
+    assert [e.id for e in s.events] == [1, 3]
+    assert all(e.consumed_at is None and e.consumed_by is None for e in s.events)
+    assert (s.values, s.tokens, s.patches, s.attempts, s.waiting) == ({}, {}, [], {}, [])
+    assert s.history == [CancelRequested("i", 6.0)]  # the cancel is not lost
+    assert (s.created_at, s.updated_at, s.status) == (1.0, 6.0, "running")
+
+
+def codec_token(token: str) -> bytes:
+    return msgspec.msgpack.encode(token)
