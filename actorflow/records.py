@@ -206,6 +206,11 @@ class Snapshot(msgspec.Struct):
     waiting: list[WaitSpec] = msgspec.field(default_factory=list)
     state: bytes | None = None
     held: str | None = None  # why the last runtime that loaded it could not run it
+    run: int = 1
+    settled: int = 0
+    """Every event before this index of ``events`` is consumed: what looks for events
+    waiting in the mailbox starts there (:func:`unsettled`), so it costs what is
+    unconsumed, not the whole history. Kept by :func:`apply`."""
 
     @property
     def finished(self) -> bool:
@@ -232,14 +237,35 @@ def find_event(snapshot: Snapshot, event_id: int) -> EventState:
     when none was skipped, else by binary search (replay looks up every consumed
     event, so a scan would make it quadratic in the history).
     """
+    return snapshot.events[event_index(snapshot, event_id)]
+
+
+def event_index(snapshot: Snapshot, event_id: int) -> int:
+    """Where event ``event_id`` sits in ``snapshot.events`` (see :func:`find_event`);
+    ``KeyError`` when it has none."""
     events = snapshot.events
     end = min(event_id + 1, len(events))
     if end > 0 and events[end - 1].id == event_id:
-        return events[end - 1]
+        return end - 1
     index = bisect.bisect_left(events, event_id, 0, end, key=_event_id)
     if index < end and events[index].id == event_id:
-        return events[index]
+        return index
     raise KeyError(event_id)
+
+
+def unsettled(snapshot: Snapshot) -> list[EventState]:
+    """The events of ``snapshot`` from the first one not consumed on (those before it
+    are all consumed): what may still wait in its mailbox."""
+    return snapshot.events[snapshot.settled :]
+
+
+def _settle(snapshot: Snapshot) -> None:
+    # Amortised O(1) per record: each event is stepped over once (until given back).
+    events = snapshot.events
+    settled = min(snapshot.settled, len(events))
+    while settled < len(events) and events[settled].consumed_at is not None:
+        settled += 1
+    snapshot.settled = settled
 
 
 def _event_id(event: EventState) -> int:
@@ -261,6 +287,7 @@ def apply(snapshot: Snapshot, record: Record) -> None:
                 event = find_event(snapshot, record.event)
                 event.consumed_at = record.at
                 event.consumed_by = record.seq
+                _settle(snapshot)
             if record.kind == "step":
                 snapshot.attempts.pop(record.seq, None)
         case EventSent():
@@ -278,15 +305,20 @@ def apply(snapshot: Snapshot, record: Record) -> None:
                 state.consumed_at = record.sent_at
                 snapshot.history.append(record)
             snapshot.events.append(state)
+            if record.handled:
+                _settle(snapshot)
             snapshot.updated_at = record.sent_at
         case EventHandled():
             find_event(snapshot, record.id).consumed_at = record.at
+            _settle(snapshot)
             snapshot.history.append(record)
             snapshot.updated_at = record.at
         case EventReturned():
-            event = find_event(snapshot, record.id)
+            index = event_index(snapshot, record.id)
+            event = snapshot.events[index]
             event.consumed_at = None
             event.consumed_by = None
+            snapshot.settled = min(snapshot.settled, index)
         case CancelRequested():
             snapshot.history.append(record)
             snapshot.cancel_requested = True
