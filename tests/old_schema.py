@@ -17,8 +17,10 @@ def make_version_4(conn: sqlite3.Connection) -> None:
         (RECORD_ENCODER.encode(layout.restore(base, tail)), wf)
         for wf, (base, tail) in stored_rows(conn).items()
     ]
+    conn.execute("ALTER TABLE snapshots ADD COLUMN snapshot BLOB NOT NULL DEFAULT x''")
     conn.executemany("UPDATE snapshots SET snapshot = ? WHERE id = ?", whole)
     conn.execute("DROP TABLE journal")
+    conn.execute("DROP TABLE bases")
     for column in ("head", "run", "base_bytes", "tail_bytes"):
         conn.execute(f"ALTER TABLE snapshots DROP COLUMN {column}")
     conn.execute("PRAGMA user_version=4")

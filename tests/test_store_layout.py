@@ -74,7 +74,7 @@ def stored(store: Store, wf: str) -> tuple[bytes, list[bytes]]:
     if isinstance(store, MemoryStore):
         return store._bases[wf], list(store._journals[wf])
     with sqlite3.connect(store.path) as conn:
-        (base,) = conn.execute("SELECT snapshot FROM snapshots WHERE id = ?", (wf,)).fetchone()
+        (base,) = conn.execute("SELECT snapshot FROM bases WHERE id = ?", (wf,)).fetchone()
         rows = conn.execute("SELECT records FROM journal WHERE wf = ? ORDER BY seq", (wf,))
         return base, [r for (r,) in rows]
 

@@ -88,15 +88,23 @@ CREATE TABLE topics (topic TEXT NOT NULL, wf TEXT NOT NULL, PRIMARY KEY (topic, 
     WITHOUT ROWID;
 CREATE INDEX topics_by_wf ON topics (wf);
 """
-# Per-instance layout (DESIGN §3.2): ``snapshot`` is the instance's base, ``journal`` the
-# records each checkpoint since committed for it (one row per instance per checkpoint,
-# in ``seq`` order), ``head`` what list() shows; the sizes decide when the base is
-# rewritten. A rowid table (not WITHOUT ROWID): a journal row may be large.
+# Per-instance layout (DESIGN §3.2): ``bases`` holds each instance's base snapshot,
+# ``journal`` the records each checkpoint since committed for it (one row per instance
+# per checkpoint, in ``seq`` order); ``snapshots`` keeps the small things a checkpoint
+# updates (``head``: what list() shows; the sizes that decide when the base is
+# rewritten). The base has a table of its own because SQLite rewrites a whole row,
+# blob and all, when one of its columns changes. Rowid tables: their rows may be large.
 LAYOUT_SCHEMA = """
 ALTER TABLE snapshots ADD COLUMN head BLOB;
 ALTER TABLE snapshots ADD COLUMN run INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE snapshots ADD COLUMN base_bytes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE snapshots ADD COLUMN tail_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE bases (
+    id TEXT PRIMARY KEY,
+    snapshot BLOB NOT NULL  -- the instance's snapshot when its base was last written
+);
+INSERT INTO bases (id, snapshot) SELECT id, snapshot FROM snapshots;
+ALTER TABLE snapshots DROP COLUMN snapshot;
 CREATE TABLE journal (
     seq INTEGER PRIMARY KEY,
     wf TEXT NOT NULL,
@@ -437,6 +445,7 @@ class SQLiteStore:
             with _transaction(conn):
                 ids = [(row[0],) for row in conn.execute(select, (before, *wanted, limit))]
                 conn.executemany("DELETE FROM journal WHERE wf = ?", ids)
+                conn.executemany("DELETE FROM bases WHERE id = ?", ids)
                 conn.executemany("DELETE FROM snapshots WHERE id = ?", ids)
                 return len(ids)
 
@@ -649,9 +658,7 @@ def stored_rows(
             chunks = [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
         for chunk in chunks:
             where = f" WHERE id IN ({','.join('?' * len(chunk))})" if ids is not None else ""
-            for instance_id, base in conn.execute(
-                f"SELECT id, snapshot FROM snapshots{where}", chunk
-            ):
+            for instance_id, base in conn.execute(f"SELECT id, snapshot FROM bases{where}", chunk):
                 found[instance_id] = (base, [])
             where = f" WHERE wf IN ({','.join('?' * len(chunk))})" if ids is not None else ""
             for wf, records in conn.execute(
@@ -728,10 +735,13 @@ def _checkpoint_input(
 class ChangeRows(NamedTuple):
     """The statements' parameters of :func:`_write_changes`."""
 
-    bases: builtins.list[tuple[object, ...]]
-    heads: builtins.list[tuple[object, ...]]
-    tails: builtins.list[tuple[str, bytes, int]]
-    """(wf, records, bytes of its journal): appended where the instance is stored."""
+    rows: builtins.list[tuple[object, ...]]
+    """Whole ``snapshots`` rows of rewritten instances, their bases in ``bases``."""
+    bases: builtins.list[tuple[str, bytes]]
+    heads: builtins.list[tuple[tuple[object, ...], bytes | None]]
+    """Updates of ``snapshots`` rows (the id last), each with a journal row to append."""
+    tails: builtins.list[tuple[tuple[object, ...], bytes]]
+    """Journal rows of instances not given (their ``tail_bytes``, their id)."""
     drop_journal: builtins.list[tuple[str]]
     drop_tokens: builtins.list[tuple[str]]
     drop_topics: builtins.list[tuple[str]]
@@ -740,24 +750,24 @@ class ChangeRows(NamedTuple):
 
 
 def _change_rows(changes: Collection[layout.Change]) -> ChangeRows:
-    rows = ChangeRows([], [], [], [], [], [], [], [])
+    rows = ChangeRows([], [], [], [], [], [], [], [], [])
     for c in changes:
         s = c.snapshot
         if s is None:
             assert c.tail is not None
-            rows.tails.append((c.id, c.tail, c.tail_bytes))
+            rows.tails.append(((c.tail_bytes, c.id), c.tail))
             continue
         index = (stored_state(s), wake_of(s), waits_on_query(s))
         if c.base is not None:
-            rows.bases.append(
-                (s.id, s.workflow, s.status, s.created_at, s.updated_at, c.base, *index, c.head,
-                 s.run, c.base_bytes)
+            rows.rows.append(
+                (s.id, s.workflow, s.status, s.created_at, s.updated_at, *index, c.head, s.run,
+                 c.base_bytes)
             )  # fmt: skip
+            rows.bases.append((s.id, c.base))
             rows.drop_journal.append((s.id,))
         else:
-            rows.heads.append((s.status, s.updated_at, *index, c.head, c.tail_bytes, s.id))
-            if c.tail is not None:
-                rows.tails.append((c.id, c.tail, c.tail_bytes))
+            update = (s.status, s.updated_at, *index, c.head, c.tail_bytes, s.id)
+            rows.heads.append((update, c.tail))
         if c.drop_tokens:
             rows.drop_tokens.append((s.id,))
         rows.tokens.extend((token, s.id) for token in c.tokens)
@@ -771,21 +781,24 @@ def _write_changes(conn: sqlite3.Connection, rows: ChangeRows) -> None:
     conn.executemany("DELETE FROM journal WHERE wf = ?", rows.drop_journal)
     conn.executemany(
         "INSERT OR REPLACE INTO snapshots (id, workflow, status, created_at, updated_at,"
-        " snapshot, state, wake, queries, head, run, base_bytes, tail_bytes)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
-        rows.bases,
+        " state, wake, queries, head, run, base_bytes, tail_bytes)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        rows.rows,
     )
-    conn.executemany(
-        "UPDATE snapshots SET status = ?, updated_at = ?, state = ?, wake = ?, queries = ?,"
-        " head = ?, tail_bytes = ? WHERE id = ?",
-        rows.heads,
-    )
-    for wf, records, tail_bytes in rows.tails:
-        # Only where the instance is stored (a purge may have deleted it meanwhile).
-        if conn.execute(
-            "UPDATE snapshots SET tail_bytes = ? WHERE id = ?", (tail_bytes, wf)
-        ).rowcount:
-            conn.execute("INSERT INTO journal (wf, records) VALUES (?, ?)", (wf, records))
+    conn.executemany("INSERT OR REPLACE INTO bases (id, snapshot) VALUES (?, ?)", rows.bases)
+    journal: builtins.list[tuple[object, bytes]] = []
+    for update, tail in rows.heads:
+        found = conn.execute(
+            "UPDATE snapshots SET status = ?, updated_at = ?, state = ?, wake = ?, queries = ?,"
+            " head = ?, tail_bytes = ? WHERE id = ?",
+            update,
+        ).rowcount
+        if tail is not None and found:  # not where a purge deleted the instance meanwhile
+            journal.append((update[-1], tail))
+    for update, tail in rows.tails:
+        if conn.execute("UPDATE snapshots SET tail_bytes = ? WHERE id = ?", update).rowcount:
+            journal.append((update[-1], tail))
+    conn.executemany("INSERT INTO journal (wf, records) VALUES (?, ?)", journal)
     # A finished instance's (or an old run's) tokens go; a parked one's topics are rewritten.
     conn.executemany("DELETE FROM topics WHERE wf = ?", rows.drop_topics)
     conn.executemany("DELETE FROM tokens WHERE wf = ?", rows.drop_tokens)
@@ -813,7 +826,7 @@ def _layout_v5(conn: sqlite3.Connection) -> None:
     """Fill what schema 5 added: each stored (whole) snapshot becomes its instance's base."""
     rows = [
         (RECORD_ENCODER.encode(layout.head_of(s)), s.run, len(blob), s.id)
-        for (blob,) in conn.execute("SELECT snapshot FROM snapshots")
+        for (blob,) in conn.execute("SELECT snapshot FROM bases")
         for s in [SNAPSHOT_DECODER.decode(blob)]
     ]
     conn.executemany("UPDATE snapshots SET head = ?, run = ?, base_bytes = ? WHERE id = ?", rows)
