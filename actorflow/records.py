@@ -210,7 +210,8 @@ class Snapshot(msgspec.Struct):
     settled: int = 0
     """Every event before this index of ``events`` is consumed: what looks for events
     waiting in the mailbox starts there (:func:`unsettled`), so it costs what is
-    unconsumed, not the whole history. Kept by :func:`apply`."""
+    unconsumed, not the whole history. Kept by :func:`apply` (a fold that rebuilds
+    ``events`` should set it to 0; :func:`apply` resets it if it sees it was not)."""
 
     @property
     def finished(self) -> bool:
@@ -341,6 +342,11 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             snapshot.updated_at = record.at
         case Started():
             raise ValueError(f"instance {record.wf!r} started twice")
+    settled = snapshot.settled
+    if settled and (
+        settled > len(snapshot.events) or snapshot.events[settled - 1].consumed_at is None
+    ):
+        snapshot.settled = 0  # the events were rebuilt (a new run keeps the unconsumed ones)
 
 
 RECORD_ENCODER = msgspec.msgpack.Encoder()

@@ -366,3 +366,18 @@ async def test_a_schema_4_file_is_migrated_to_the_journal_layout(db: Path) -> No
         assert await rt.handle("old").result(timeout=5) == 7
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+
+
+def test_settled_is_reset_when_the_events_are_rebuilt() -> None:
+    """A fold that keeps only the unconsumed events (a new run) and forgets ``settled``
+    does not make wake_of skip them: the next record applied resets it."""
+    found: dict[str, Snapshot] = {}
+    d = Driver(MemoryStore())
+    d.truth = found
+    fold(found, [Started("c", "chat", [], 0.0), WAIT])
+    fold(found, [*d.chat("c", 10), *d.chat("c", 3)[::2]])  # 10 taken, 3 left in the mailbox
+    snapshot = found["c"]
+    assert snapshot.settled == 10
+    snapshot.events = [e for e in snapshot.events if e.consumed_at is None]
+    fold(found, [WAIT])
+    assert snapshot.settled == 0 and wake_of(snapshot) == WORK_NOW
