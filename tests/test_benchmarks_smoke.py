@@ -68,7 +68,15 @@ def test_long_history_smoke(tmp_path: Path) -> None:
     assert [r["events"] for r in rows] == sorted(r["events"] for r in rows)
     assert rows[-1]["events"] >= 5_000
     for row in rows:
-        for key in ("event_p50_ms", "checkpoint_p50_ms", "checkpoint_kb", "load_s", "reopen_s"):
+        for key in (
+            "event_p50_ms",
+            "event_vs_fresh",
+            "checkpoint_p50_ms",
+            "checkpoint_vs_fresh",
+            "checkpoint_kb",
+            "load_s",
+            "reopen_s",
+        ):
             assert positive(row[key]), (row["events"], key, row[key])
         assert row["event_p50_ms"] <= row["event_p99_ms"]
     assert rows[0]["event_ratio"] == rows[0]["checkpoint_ratio"] == 1.0
