@@ -110,15 +110,16 @@ def journal_bytes(path: Path, instance: str) -> int:
         conn.close()
 
 
-async def checkpoint_after(rt: af.Runtime, chat: Chat, path: Path) -> tuple[float, int]:
-    """Seconds of a checkpoint after 100 messages to ``chat``, and the journal bytes it
-    appended for it (negative: its base was rewritten)."""
+async def checkpoint_after(rt: af.Runtime, chat: Chat, path: Path) -> tuple[float, float, int]:
+    """Seconds of a checkpoint after 100 messages to ``chat`` (wall clock, and CPU of
+    this process: less swayed by other processes), and the journal bytes it appended
+    for it (negative: its base was rewritten)."""
     await chat.send(rt, 100)
     before = journal_bytes(path, chat.instance)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     await rt.checkpoint()
-    elapsed = time.perf_counter() - t0
-    return elapsed, journal_bytes(path, chat.instance) - before
+    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return elapsed, cpu, journal_bytes(path, chat.instance) - before
 
 
 async def measure(rt: af.Runtime, talk: Chat, fresh: Chat, path: Path) -> dict[str, float]:
@@ -130,11 +131,13 @@ async def measure(rt: af.Runtime, talk: Chat, fresh: Chat, path: Path) -> dict[s
             trips[chat].append(await chat.round_trip(rt))
     await rt.checkpoint()
     checkpoints: dict[Chat, list[float]] = {talk: [], fresh: []}
+    cpu: dict[Chat, list[float]] = {talk: [], fresh: []}
     written: list[int] = []
     for _ in range(CHECKPOINTS):
         for chat in (talk, fresh):
-            elapsed, appended = await checkpoint_after(rt, chat, path)
+            elapsed, used, appended = await checkpoint_after(rt, chat, path)
             checkpoints[chat].append(elapsed)
+            cpu[chat].append(used)
             if chat is talk:
                 written.append(appended)
     appended = sorted(w for w in written if w > 0)
@@ -146,6 +149,8 @@ async def measure(rt: af.Runtime, talk: Chat, fresh: Chat, path: Path) -> dict[s
         "checkpoint_p50_ms": checkpoint * 1e3,
         "checkpoint_vs_fresh": checkpoint / percentile(checkpoints[fresh], 50),
         "checkpoint_max_ms": max(checkpoints[talk]) * 1e3,
+        "checkpoint_cpu_ms": percentile(cpu[talk], 50) * 1e3,
+        "checkpoint_cpu_vs_fresh": percentile(cpu[talk], 50) / percentile(cpu[fresh], 50),
         "checkpoint_kb": (appended[len(appended) // 2] / 1024) if appended else float("nan"),
     }
 
