@@ -332,7 +332,9 @@ class SQLiteStore:
             ("SELECT id FROM snapshots INDEXED BY snapshots_queries WHERE queries > 0", ()),
         ):
             ids += [row[0] for row in await self._fetchall(sql, params)]
-        ids += [i for i in await self._foreign() if i not in found]
+        ids += await self._foreign()
+        # Those the log touched are in ``found`` already, as just checkpointed.
+        ids = [i for i in dict.fromkeys(ids) if i not in found]
         for instance_id, (base, tail) in (await self._stored(ids)).items():
             found[instance_id] = layout.restore(base, tail)
         return [s for s in found.values() if not s.finished]
