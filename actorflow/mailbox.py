@@ -36,7 +36,10 @@ class Mailbox:
         # given-back event takes its place again, each in O(log n).
         self._by_name: dict[str, list[tuple[int, EventState]]] = {}
         self._by_token: dict[str, EventState] = {}
-        self._waits_by_name: dict[str, dict[int, EventWait]] = {}  # by name, then call order
+        # By name: the one wait on it (the common case: no dict of its own, one object
+        # less for the garbage collector to visit in every parked instance), or several
+        # by sequence number, in the order they began waiting.
+        self._waits_by_name: dict[str, EventWait | dict[int, EventWait]] = {}
         self._waits_by_token: dict[str, EventWait] = {}
         self._reserved: dict[int, None] = {}  # event ids taken by a wait, being written
         self._returned: dict[int, None] = {}  # given back, their EventReturned not committed
@@ -78,7 +81,8 @@ class Mailbox:
         elif token is not None:
             wait = self._waits_by_token.get(token)
         elif name not in self._unwritten and (waits := self._waits_by_name.get(name)):
-            wait = next(iter(waits.values()))  # as waiting() does, without a call: hot path
+            # As waiting() does, without a call: the hot path.
+            wait = next(iter(waits.values())) if isinstance(waits, dict) else waits
         if wait is not None:
             self._reserved[event_id] = None
         elif token is None:
@@ -90,7 +94,9 @@ class Mailbox:
         if token is not None:
             return self._waits_by_token.get(token)
         waits = self._waits_by_name.get(name)
-        return next(iter(waits.values())) if waits else None
+        if isinstance(waits, dict):
+            return next(iter(waits.values()))
+        return waits
 
     def written(self, name: str) -> None:
         """A by-name event that :meth:`accept` gave no wait was committed (it is
@@ -127,7 +133,14 @@ class Mailbox:
         else:
             mail = self._by_name.get(wait.name)
             if not mail:
-                self._waits_by_name.setdefault(wait.name, {})[wait.seq] = wait
+                waits = self._waits_by_name
+                other = waits.get(wait.name)
+                if other is None:
+                    waits[wait.name] = wait
+                elif isinstance(other, dict):
+                    other[wait.seq] = wait
+                else:
+                    waits[wait.name] = {other.seq: other, wait.seq: wait}
                 return None
             event = heapq.heappop(mail)[1]
             if not mail:
@@ -143,9 +156,13 @@ class Mailbox:
                 del self._waits_by_token[token]
             return
         waits = self._waits_by_name.get(wait.name)
-        if waits is not None:
+        if waits is wait:
+            del self._waits_by_name[wait.name]
+        elif isinstance(waits, dict):
             waits.pop(wait.seq, None)
-            if not waits:
+            if len(waits) == 1:
+                self._waits_by_name[wait.name] = next(iter(waits.values()))
+            elif not waits:
                 del self._waits_by_name[wait.name]
 
     # -- reserved events -------------------------------------------------------------
