@@ -2,7 +2,7 @@
 
 Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
      [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--max-loaded none|N]
-     [--json PATH]
+     [--repeat 1] [--gc-freeze] [--json PATH]
 
 Three measurements, each for actorflow and for same-run baselines:
 
@@ -20,6 +20,14 @@ compare actorflow with the group-commit baseline: burst events/s, and steady p50
 latency (baseline p50 / actorflow p50, so higher is better, 1.0 is parity).
 Targets (issue #13): burst and steady >= 0.25; single p50 < 0.2 ms (normal) and
 within 2x of the raw sqlite3 commit (full).
+
+Where the time goes, per event of each phase: ``cpu_us`` (CPU time of the process,
+every thread, so the store's too), ``gc_us`` (garbage collections), ``gen2`` (full
+collections: each walks every loaded instance's objects) and the checkpoints that ran
+(they stop commits meanwhile). The machine this runs on is usually shared: ``--repeat
+K`` runs K rounds and reports the median of each ratio (the tables show the last
+round). ``--gc-freeze``: ``gc.freeze()`` once the instances parked, as an application
+may (README, Performance).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import argparse
 import asyncio
 import gc
 import sqlite3
+import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -343,9 +352,8 @@ async def actorflow_run(
     return stats
 
 
-async def run(args: argparse.Namespace) -> None:
-    synchronous = "FULL" if args.durability == "full" else "NORMAL"
-    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+async def measure(args: argparse.Namespace, synchronous: str) -> list[tuple[str, Stats]]:
+    """One round: every baseline and actorflow, each (name, stats)."""
     base = await futures_baseline(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         flow = await actorflow_run(
@@ -361,17 +369,41 @@ async def run(args: argparse.Namespace) -> None:
             args.n, None, args.durability, None, 0, args.max_loaded, args.gc_freeze
         )
         memory.pop("bytes_per_waiter")  # the same objects as on SQLite; RSS noise here
-    columns = [
-        "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
-        "single_p50_ms", "single_p99_ms", "starts_per_s", "bytes_per_waiter",
-    ]  # fmt: skip
-    runs = [
+    return [
         ("asyncio futures (no durability)", base),
         (f"asyncio+sqlite3 group commit ({synchronous})", group),
         (f"raw sqlite3 commit ({synchronous})", raw),
         (f"actorflow sqlite ({args.durability})", flow),
         ("actorflow in memory", memory),
     ]
+
+
+def ratios_of(runs: list[tuple[str, Stats]]) -> dict[str, float | None]:
+    """actorflow against the baselines of the same round (see the module docstring)."""
+    base, group, raw, flow = (stats for _, stats in runs[:4])
+    steady = flow.get("steady_p50_ms")
+    return {
+        "burst_vs_group_commit": flow["burst_events_per_s"] / group["burst_events_per_s"],
+        "steady_p50_vs_group_commit": group["steady_p50_ms"] / steady if steady else None,
+        "single_p50_vs_group_commit": flow["single_p50_ms"] / group["single_p50_ms"],
+        "single_p50_vs_raw_commit": flow["single_p50_ms"] / raw["single_p50_ms"],
+        "burst_cpu_vs_group_commit": flow["burst_cpu_us"] / group["burst_cpu_us"],
+        "burst_vs_futures": flow["burst_events_per_s"] / base["burst_events_per_s"],
+        "bytes_vs_futures": flow["bytes_per_waiter"] / max(base["bytes_per_waiter"], 1),
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    synchronous = "FULL" if args.durability == "full" else "NORMAL"
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    rounds = []
+    for _ in range(args.repeat):
+        runs = await measure(args, synchronous)
+        rounds.append(ratios_of(runs))
+    columns = [
+        "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
+        "single_p50_ms", "single_p99_ms", "starts_per_s", "bytes_per_waiter",
+    ]  # fmt: skip
     rows = [{"run": name, **{c: stats.get(c) for c in columns}} for name, stats in runs]
     # Where actorflow's time goes, per event of each phase (CPU: the process, all threads).
     costs = [
@@ -380,29 +412,25 @@ async def run(args: argparse.Namespace) -> None:
         for phase in ("single", "burst", "steady")
         if stats.get(f"{phase}_cpu_us") is not None
     ]
+    # The ratios: the median of the rounds (the tables show the last round).
     ratios = {
-        "burst_vs_group_commit": flow["burst_events_per_s"] / group["burst_events_per_s"],
-        "steady_p50_vs_group_commit": (
-            group["steady_p50_ms"] / flow["steady_p50_ms"] if rate is not None else None
-        ),
-        "single_p50_vs_raw_commit": flow["single_p50_ms"] / raw["single_p50_ms"],
-        "burst_cpu_vs_group_commit": flow["burst_cpu_us"] / group["burst_cpu_us"],
-        "burst_vs_futures": flow["burst_events_per_s"] / base["burst_events_per_s"],
-        "bytes_vs_futures": flow["bytes_per_waiter"] / max(base["bytes_per_waiter"], 1),
+        key: statistics.median(values) if (values := [r[key] for r in rounds if r[key]]) else None
+        for key in rounds[0]
     }
     extra = {
         "n": args.n,
         "max_loaded": args.max_loaded,
         "loop": loop_kind,
         "durability": args.durability,
-        "steady_rate_per_s": rate,
+        "steady_rate_per_s": runs[3][1].get("steady_rate"),
         "single_samples": args.single,
         "gc_freeze": args.gc_freeze,
+        "rounds": len(rounds),
         **ratios,
         "targets": "burst/steady >= 0.25; single p50 < 0.2 ms (normal), <= 2x raw (full)",
     }
     name = f"event_roundtrip-{loop_kind}-{args.durability}" + ("-frozen" if args.gc_freeze else "")
-    report(name, rows, {"costs": costs, **extra}, args.json, tables=[costs])
+    report(name, rows, {"costs": costs, **extra, "each_round": rounds}, args.json, tables=[costs])
 
 
 def main() -> None:
@@ -425,6 +453,7 @@ def main() -> None:
         help="gc.freeze() once the instances parked (an application's choice: the "
         "collector then skips them)",
     )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the ratios are their median")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     count_checkpoints()
