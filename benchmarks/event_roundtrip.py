@@ -39,6 +39,7 @@ import sqlite3
 import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -352,6 +353,22 @@ async def actorflow_run(
     return stats
 
 
+async def traced_bytes(n: int) -> Stats:
+    """Python heap per parked instance (tracemalloc, in-memory store): what RSS holds
+    for each without the allocator's and SQLite's caches."""
+    async with af.Runtime(None, max_loaded=None) as rt:
+        await asyncio.gather(*(rt.start(roundtrip, id=f"warm{i}") for i in range(200)))
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        await asyncio.gather(*(rt.start(roundtrip, id=f"t{i}") for i in range(n)))
+        await rt.checkpoint()
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    return {"bytes_per_waiter": traced / n}
+
+
 async def measure(args: argparse.Namespace, synchronous: str) -> list[tuple[str, Stats]]:
     """One round: every baseline and actorflow, each (name, stats)."""
     base = await futures_baseline(args.n)
@@ -369,12 +386,14 @@ async def measure(args: argparse.Namespace, synchronous: str) -> list[tuple[str,
             args.n, None, args.durability, None, 0, args.max_loaded, args.gc_freeze
         )
         memory.pop("bytes_per_waiter")  # the same objects as on SQLite; RSS noise here
+        traced = await traced_bytes(min(args.n, 5000))
     return [
         ("asyncio futures (no durability)", base),
         (f"asyncio+sqlite3 group commit ({synchronous})", group),
         (f"raw sqlite3 commit ({synchronous})", raw),
         (f"actorflow sqlite ({args.durability})", flow),
         ("actorflow in memory", memory),
+        ("actorflow, Python heap only (tracemalloc)", traced),
     ]
 
 
