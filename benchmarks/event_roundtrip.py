@@ -473,7 +473,7 @@ def main() -> None:
         "collector then skips them)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the ratios are their median")
-    parser.add_argument("--json", default=None)
+    parser.add_argument("--json", "--out", dest="json", default=None)
     args = parser.parse_args()
     count_checkpoints()
     if args.loop == "uvloop":
