@@ -1,7 +1,7 @@
 """Reading a database from outside its runtime: what the CLI's ``list`` and ``show`` see.
 
-A reader never takes ownership and never writes. It reads the checkpointed
-snapshots and the write-ahead log tail in one read transaction (so a checkpoint
+A reader never takes ownership and never writes. It reads the instances' bases and
+journals and the write-ahead log tail in one read transaction (so a checkpoint
 running meanwhile cannot make it miss or double a record) and folds them the same
 way recovery does. What it sees is everything the owning runtime has committed.
 """
@@ -18,15 +18,9 @@ import msgspec
 from actorflow import codec
 from actorflow.clock import to_datetime
 from actorflow.errors import ActorflowError, StoreError
-from actorflow.records import (
-    BATCH_DECODER,
-    SNAPSHOT_DECODER,
-    Outcome,
-    Snapshot,
-)
+from actorflow.records import Outcome, Snapshot
 from actorflow.status import STATES, Status, status_of
-from actorflow.store.base import fold
-from actorflow.store.sqlite import connect_outside
+from actorflow.store.sqlite import connect_outside, read_committed
 
 _ANY = codec.decoder(Any)
 
@@ -67,40 +61,28 @@ class Reader:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
-    def snapshots(self, instance_id: str | None = None) -> dict[str, Snapshot]:
-        """Every instance (or just ``instance_id``) as committed: snapshots + log tail."""
+    def snapshots(self, instance_id: str | None = None, heads: bool = False) -> dict[str, Snapshot]:
+        """Every instance (or just ``instance_id``) as committed: bases, journals and log
+        tail (``heads``: those the log does not touch without their history, see
+        :func:`~actorflow.store.sqlite.read_committed`)."""
         conn = connect_outside(self.path)
         try:
-            conn.execute("BEGIN")  # one snapshot of the file for both tables
-            if instance_id is None:
-                rows = conn.execute("SELECT snapshot FROM snapshots").fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT snapshot FROM snapshots WHERE id = ?", (instance_id,)
-                ).fetchall()
-            log = conn.execute("SELECT record FROM wal ORDER BY seq").fetchall()
-            conn.execute("COMMIT")
+            return read_committed(conn, instance_id, heads=heads)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} could not be read: {exc}") from None
-        finally:
-            conn.close()
-        try:
-            found = {s.id: s for s in (SNAPSHOT_DECODER.decode(blob) for (blob,) in rows)}
-            records = (r for (blob,) in log for r in BATCH_DECODER.decode(blob))
-            if instance_id is not None:
-                records = (r for r in records if r.wf == instance_id)
-            fold(found, records)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise StoreError(
                 f"{self.path} holds a record this actorflow cannot read: {exc}"
             ) from None
-        return found
+        finally:
+            conn.close()
 
     def list(self, states: set[str] | None = None, workflow: str | None = None) -> list[Status]:
         """Instances (optionally only in ``states`` / of ``workflow``), oldest first."""
         if states is not None and not states <= STATES:
             raise ActorflowError(f"unknown status in {sorted(states)}; use {sorted(STATES)}")
-        statuses = [status_of(s, with_events=False) for s in self.snapshots().values()]
+        found = self.snapshots(heads=True).values()  # no history: status_of needs none
+        statuses = [status_of(s, with_events=False) for s in found]
         return sorted(
             (
                 s

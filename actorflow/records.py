@@ -231,6 +231,11 @@ class Snapshot(msgspec.Struct):
     patches: list[str] = msgspec.field(default_factory=list)  # this run's patch markers
     run: int = 1  # 1 for the first run; each ctx.continue_as_new adds one
     start_state: bytes | None = None  # the state a continued run starts from
+    settled: int = 0
+    """Every event before this index of ``events`` is consumed: what looks for events
+    waiting in the mailbox starts there (:func:`unsettled`), so it costs what is
+    unconsumed, not the whole history. Kept by :func:`apply` (a fold that rebuilds
+    ``events`` should set it to 0; :func:`apply` resets it if it sees it was not)."""
 
     @property
     def finished(self) -> bool:
@@ -257,14 +262,35 @@ def find_event(snapshot: Snapshot, event_id: int) -> EventState:
     when none was skipped, else by binary search (replay looks up every consumed
     event, so a scan would make it quadratic in the history).
     """
+    return snapshot.events[event_index(snapshot, event_id)]
+
+
+def event_index(snapshot: Snapshot, event_id: int) -> int:
+    """Where event ``event_id`` sits in ``snapshot.events`` (see :func:`find_event`);
+    ``KeyError`` when it has none."""
     events = snapshot.events
     end = min(event_id + 1, len(events))
     if end > 0 and events[end - 1].id == event_id:
-        return events[end - 1]
+        return end - 1
     index = bisect.bisect_left(events, event_id, 0, end, key=_event_id)
     if index < end and events[index].id == event_id:
-        return events[index]
+        return index
     raise KeyError(event_id)
+
+
+def unsettled(snapshot: Snapshot) -> list[EventState]:
+    """The events of ``snapshot`` from the first one not consumed on (those before it
+    are all consumed): what may still wait in its mailbox."""
+    return snapshot.events[snapshot.settled :]
+
+
+def _settle(snapshot: Snapshot) -> None:
+    # Amortised O(1) per record: each event is stepped over once (until given back).
+    events = snapshot.events
+    settled = min(snapshot.settled, len(events))
+    while settled < len(events) and events[settled].consumed_at is not None:
+        settled += 1
+    snapshot.settled = settled
 
 
 def _event_id(event: EventState) -> int:
@@ -286,6 +312,7 @@ def apply(snapshot: Snapshot, record: Record) -> None:
                 event = find_event(snapshot, record.event)
                 event.consumed_at = record.at
                 event.consumed_by = record.seq
+                _settle(snapshot)
             if record.kind == "step":
                 snapshot.attempts.pop(record.seq, None)
         case EventSent():
@@ -303,15 +330,20 @@ def apply(snapshot: Snapshot, record: Record) -> None:
                 state.consumed_at = record.sent_at
                 snapshot.history.append(record)
             snapshot.events.append(state)
+            if record.handled:
+                _settle(snapshot)
             snapshot.updated_at = record.sent_at
         case EventHandled():
             find_event(snapshot, record.id).consumed_at = record.at
+            _settle(snapshot)
             snapshot.history.append(record)
             snapshot.updated_at = record.at
         case EventReturned():
-            event = find_event(snapshot, record.id)
+            index = event_index(snapshot, record.id)
+            event = snapshot.events[index]
             event.consumed_at = None
             event.consumed_by = None
+            snapshot.settled = min(snapshot.settled, index)
         case CancelRequested():
             snapshot.history.append(record)
             snapshot.cancel_requested = True
@@ -339,6 +371,11 @@ def apply(snapshot: Snapshot, record: Record) -> None:
             _continue(snapshot, record)
         case Started():
             raise ValueError(f"instance {record.wf!r} started twice")
+    settled = snapshot.settled
+    if settled and (
+        settled > len(snapshot.events) or snapshot.events[settled - 1].consumed_at is None
+    ):
+        snapshot.settled = 0  # the events were rebuilt (a new run keeps the unconsumed ones)
 
 
 def _continue(snapshot: Snapshot, record: ContinuedAsNew) -> None:

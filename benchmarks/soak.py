@@ -34,7 +34,7 @@ step. Side effects and acknowledgements go to append-only side files (one
   and starts none), so it can never run again;
 * a graceful close ends by itself (within ``--close-timeout`` seconds), with no error;
 * the write-ahead log and the snapshots agree: a read-only fold of a copy of the
-  file (snapshots + WAL tail, with ``fold_log``) equals what ``SQLiteStore.open``
+  file (bases + journals + WAL tail, with ``read_committed``) equals what ``SQLiteStore.open``
   recovers from another copy; every consumed event names an outcome that consumed it;
 * every instance reaches the expected end (its result, and the state of the ``first``
   race's losing event).
@@ -68,15 +68,13 @@ import msgspec
 
 import actorflow as af
 from actorflow.records import (
-    BATCH_DECODER,
     RECORD_ENCODER,
-    SNAPSHOT_DECODER,
     EventState,
     Outcome,
     Snapshot,
 )
 from actorflow.store import SQLiteStore
-from actorflow.store.base import fold_log
+from actorflow.store.sqlite import read_committed
 
 ping = af.Event("soak.ping", int)
 left = af.Event("soak.left", int)
@@ -250,29 +248,14 @@ def copy_db(db: Path, into: Path) -> Path:
 
 
 def fold_read_only(db: Path) -> dict[str, Snapshot]:
-    """Snapshots + WAL tail folded, from a file opened read-only."""
+    """Bases + journals + WAL tail folded, from a file opened read-only."""
     if not db.exists() or db.stat().st_size == 0:
         return {}  # killed before the database was created
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None)
     try:
-        snapshots = {
-            s.id: s
-            for (blob,) in conn.execute("SELECT snapshot FROM snapshots")
-            for s in [SNAPSHOT_DECODER.decode(blob)]
-        }
-        records = [
-            r
-            for (blob,) in conn.execute("SELECT record FROM wal ORDER BY seq")
-            for r in BATCH_DECODER.decode(blob)
-        ]
+        return read_committed(conn)
     finally:
         conn.close()
-
-    async def missing(_: str) -> Snapshot | None:
-        return None
-
-    asyncio.run(fold_log(snapshots, records, missing))
-    return snapshots
 
 
 def recovered(db: Path, ids: list[str]) -> dict[str, Snapshot]:

@@ -2,6 +2,9 @@
 
 Usage: python crash_child.py DB WORKDIR INSTANCES PINGS
 
+With CRASH_SLACK set, instances' bases are rewritten once their journal outgrows them
+by that many bytes (see actorflow.store.layout), so that kills also land mid-rewrite.
+
 Each instance runs a step with a side effect (logged to WORKDIR/steps.log, one line
 per execution, flushed before the step returns), then consumes PINGS events, then a
 second step. The sender sends ping k of an instance only after the instance's
@@ -20,6 +23,10 @@ import sys
 from pathlib import Path
 
 import actorflow as af
+from actorflow.store import layout
+
+if "CRASH_SLACK" in os.environ:
+    layout.SLACK = int(os.environ["CRASH_SLACK"])
 
 ping = af.Event("crash.ping", int)
 workdir = Path(sys.argv[2])

@@ -58,3 +58,29 @@ def test_parked_smoke(tmp_path: Path) -> None:
         "timer_late_p50_vs_futures",
     }  # fmt: skip
     assert set(found["targets_met_2000"]) == {"bytes_per_parked", "open_s", "resume_p50_ms"}  # type: ignore[arg-type]
+
+
+def test_long_history_smoke(tmp_path: Path) -> None:
+    found = run_benchmark("long_history.py", tmp_path / "long.json", "--quick")
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    assert rows[0]["events"] == 0
+    assert [r["events"] for r in rows] == sorted(r["events"] for r in rows)
+    assert rows[-1]["events"] >= 5_000
+    for row in rows:
+        for key in (
+            "event_p50_ms",
+            "event_vs_fresh",
+            "checkpoint_p50_ms",
+            "checkpoint_vs_fresh",
+            "checkpoint_kb",
+            "load_s",
+            "reopen_s",
+        ):
+            assert positive(row[key]), (row["events"], key, row[key])
+        assert row["event_p50_ms"] <= row["event_p99_ms"]
+    assert rows[0]["event_ratio"] == rows[0]["checkpoint_ratio"] == 1.0
+    assert set(found["targets"]) == {  # type: ignore[arg-type]
+        "event_flat_1.5x", "checkpoint_flat_1.5x", "reopen_under_1s_at_largest",
+        "load_under_1s_at_largest",
+    }  # fmt: skip

@@ -17,15 +17,20 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 CHILD = Path(__file__).with_name("crash_child.py")
 INSTANCES = 30
 PINGS = 120
 
 
-def run_child(db: Path, work: Path, kill_after: float | None) -> bool:
+def run_child(
+    db: Path, work: Path, kill_after: float | None, env: dict[str, str] | None = None
+) -> bool:
     """Run the child; kill it after ``kill_after`` seconds. True if it finished."""
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), str(db), str(work), str(INSTANCES), str(PINGS)],
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -41,15 +46,17 @@ def run_child(db: Path, work: Path, kill_after: float | None) -> bool:
     return "DONE" in out
 
 
-def test_kill_9_loses_nothing_and_repeats_no_stored_step(tmp_path: Path) -> None:
+@pytest.mark.parametrize("slack", [None, 0], ids=["default", "rewrite-bases-often"])
+def test_kill_9_loses_nothing_and_repeats_no_stored_step(tmp_path: Path, slack: int | None) -> None:
     db = tmp_path / "crash.db"
     rng = random.Random(int(os.environ.get("CRASH_SEED", "7")))
+    env = None if slack is None else {**os.environ, "CRASH_SLACK": str(slack)}
     kills = 0
     for _ in range(20):
-        if run_child(db, tmp_path, rng.uniform(0.3, 0.7)):
+        if run_child(db, tmp_path, rng.uniform(0.3, 0.7), env):
             break
         kills += 1
-    assert run_child(db, tmp_path, None)
+    assert run_child(db, tmp_path, None, env)
     print(f"survived {kills} kills")
     assert kills >= 3, "the child finished before it could be killed often enough"
 

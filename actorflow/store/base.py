@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import NamedTuple, Protocol
 
-from actorflow.records import Record, Snapshot, Started, apply, new_snapshot
+from actorflow.records import Record, Snapshot, Started, apply, new_snapshot, unsettled
 from actorflow.workflow import lookup as lookup_workflow
 
 WORK_NOW = float("-inf")
@@ -141,7 +141,7 @@ def wake_of(snapshot: Snapshot) -> float | None:
     # Where the workflow is not defined (this process does not know its handlers), any
     # event in the mailbox counts: the runtime that defines it decides.
     definition = lookup_workflow(snapshot.workflow)
-    for event in snapshot.events:
+    for event in unsettled(snapshot):  # those before are consumed: O(mailbox), not O(history)
         if event.consumed_at is None and (
             definition is None
             or event.name in definition.handlers

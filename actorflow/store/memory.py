@@ -1,4 +1,5 @@
-"""In-memory storage for ``Runtime()`` without a path: same encoding, nothing durable."""
+"""In-memory storage for ``Runtime()`` without a path: same encoding and layout (a base
+and journal per instance, see :mod:`actorflow.store.layout`), nothing durable."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import builtins
 from collections.abc import Collection, Sequence
 
 from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
+from actorflow.store import layout
 from actorflow.store.base import (
     InboxRow,
     Mark,
@@ -26,7 +28,10 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._wal: list[bytes] = []
-        self._snapshots: dict[str, bytes] = {}
+        self._bases: dict[str, bytes] = {}
+        self._journals: dict[str, list[bytes]] = {}
+        self._heads: dict[str, bytes] = {}
+        self._stored: dict[str, layout.Stored] = {}
         self._finished: dict[str, tuple[float, str]] = {}  # id -> (finished_at, status)
         # What finds an instance that is not loaded, as SQLite's columns and tables do.
         self._states: dict[str, tuple[str, str]] = {}  # id -> (state, workflow)
@@ -53,18 +58,30 @@ class MemoryStore:
         return None
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:
-        """Keep encoded snapshots, drop the log."""
-        encode = RECORD_ENCODER.encode
-        for s in snapshots:
-            self._snapshots[s.id] = encode(s)
-            self._index(s)
+        """Append each changed instance's records in the log to its journal (or rewrite
+        its base, as :func:`layout.plan` says), update its index, drop the log."""
+        records = self.records()
+        changes = layout.plan(snapshots, records, self._stored)
+        for c in changes:
+            if c.base is not None:
+                self._bases[c.id] = c.base
+                self._journals[c.id] = []
+            elif c.tail is not None:
+                self._journals[c.id].append(c.tail)
+            s = c.snapshot
+            run = s.run if s is not None else self._stored[c.id].run
+            self._stored[c.id] = layout.Stored(run, c.base_bytes, c.tail_bytes)
+            if s is None or c.head is None:
+                continue
+            self._heads[c.id] = c.head
+            self._index(s, c)
             if s.finished:
                 self._finished[s.id] = (finished_at(s), s.status)
             else:
                 self._finished.pop(s.id, None)
         self._wal.clear()
 
-    def _index(self, s: Snapshot) -> None:
+    def _index(self, s: Snapshot, change: layout.Change) -> None:
         self._states[s.id] = (stored_state(s), s.workflow)
         wake = wake_of(s)
         if wake is None:
@@ -77,17 +94,22 @@ class MemoryStore:
             self._queries.discard(s.id)
         for topic in self._topics_of.pop(s.id, ()):
             self._topics[topic].discard(s.id)
-        for token in self._tokens_of.pop(s.id, ()):
-            self._tokens.pop(token, None)
+        if change.drop_tokens:
+            self._drop_tokens(s.id)
         if not s.finished:
             topics = query_topics(s)
             if topics:
                 self._topics_of[s.id] = topics
                 for topic in topics:
                     self._topics.setdefault(topic, set()).add(s.id)
-            if s.tokens:
-                self._tokens_of[s.id] = list(s.tokens)
-                self._tokens.update(dict.fromkeys(s.tokens, s.id))
+            if change.tokens:
+                self._tokens_of.setdefault(s.id, []).extend(change.tokens)
+                self._tokens.update(dict.fromkeys(change.tokens, s.id))
+
+    def _drop_tokens(self, instance_id: str) -> None:
+        for token in self._tokens_of.pop(instance_id, ()):
+            if self._tokens.get(token) == instance_id:
+                del self._tokens[token]
 
     async def due(self, after: float, upto: float) -> builtins.list[str]:
         """Unfinished instances whose wake lies in ``(after, upto]``."""
@@ -114,7 +136,10 @@ class MemoryStore:
             if at <= before and status in statuses
         )[:limit]
         for _, i in due:
-            del self._finished[i], self._snapshots[i], self._states[i]
+            del self._finished[i], self._bases[i], self._journals[i], self._heads[i]
+            del self._states[i], self._stored[i]
+            self._wakes.pop(i, None)
+            self._drop_tokens(i)
         return len(due)
 
     async def purge_inbox(self, before: float, limit: int) -> int:
@@ -126,23 +151,19 @@ class MemoryStore:
         return min((at for at, _ in self._finished.values()), default=None)
 
     async def load(self, instance_id: str) -> Snapshot | None:
-        """A stored snapshot, decoded anew."""
-        blob = self._snapshots.get(instance_id)
-        return SNAPSHOT_DECODER.decode(blob) if blob is not None else None
+        """A stored instance, decoded anew: its base with its journal folded in."""
+        base = self._bases.get(instance_id)
+        return layout.restore(base, self._journals[instance_id]) if base is not None else None
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each stored instance among ``instance_ids``."""
-        found = {}
-        for i in instance_ids:
-            snapshot = await self.load(i)
-            if snapshot is not None:
-                found[i] = snapshot.workflow
-        return found
+        return {i: self._states[i][1] for i in instance_ids if i in self._states}
 
     async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
-        """Stored snapshots, filtered by state and workflow before any is decoded."""
+        """Stored instances without history, events, values and tokens
+        (:func:`layout.head_of`), filtered by state and workflow before any is decoded."""
         return [
-            SNAPSHOT_DECODER.decode(self._snapshots[i])
+            SNAPSHOT_DECODER.decode(self._heads[i])
             for i, (state, name) in self._states.items()
             if (states is None or state in states) and (workflow is None or name == workflow)
         ]

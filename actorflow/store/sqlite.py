@@ -1,4 +1,8 @@
-"""SQLite storage: an append-only ``wal`` table plus per-instance ``snapshots``.
+"""SQLite storage: an append-only ``wal`` table, per-instance ``snapshots`` and ``journal``.
+
+Each instance is stored as a base snapshot plus the journal rows its checkpoints
+appended since (see :mod:`actorflow.store.layout`), so that a checkpoint costs what
+changed, not whole histories again.
 
 The file is actorflow's own: it is marked by ``PRAGMA application_id`` and versioned
 by ``PRAGMA user_version``. Anything else (not SQLite, someone else's tables, a newer
@@ -16,7 +20,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import aiosqlite
 import msgspec
@@ -29,9 +33,11 @@ from actorflow.records import (
     Record,
     Snapshot,
 )
+from actorflow.store import layout
 from actorflow.store.base import (
     InboxRow,
     Mark,
+    fold,
     fold_log,
     query_topics,
     stored_state,
@@ -43,7 +49,7 @@ from actorflow.store.lock import OwnerLock
 from actorflow.workflow import lookup as lookup_workflow
 
 APPLICATION_ID = 0x41464C57  # "AFLW"
-SCHEMA_VERSION = 4  # 2: the inbox table; 3: indexes for retention; 4: passivation
+SCHEMA_VERSION = 5  # 2: the inbox table; 3: indexes for retention; 4: passivation; 5: journal
 T = TypeVar("T")
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -82,6 +88,30 @@ CREATE TABLE topics (topic TEXT NOT NULL, wf TEXT NOT NULL, PRIMARY KEY (topic, 
     WITHOUT ROWID;
 CREATE INDEX topics_by_wf ON topics (wf);
 """
+# Per-instance layout (DESIGN §3.2): ``bases`` holds each instance's base snapshot,
+# ``journal`` the records each checkpoint since committed for it (one row per instance
+# per checkpoint, in ``seq`` order); ``snapshots`` keeps the small things a checkpoint
+# updates (``head``: what list() shows; the sizes that decide when the base is
+# rewritten). The base has a table of its own because SQLite rewrites a whole row,
+# blob and all, when one of its columns changes. Rowid tables: their rows may be large.
+LAYOUT_SCHEMA = """
+ALTER TABLE snapshots ADD COLUMN head BLOB;
+ALTER TABLE snapshots ADD COLUMN run INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE snapshots ADD COLUMN base_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE snapshots ADD COLUMN tail_bytes INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE bases (
+    id TEXT PRIMARY KEY,
+    snapshot BLOB NOT NULL  -- the instance's snapshot when its base was last written
+);
+INSERT INTO bases (id, snapshot) SELECT id, snapshot FROM snapshots;
+ALTER TABLE snapshots DROP COLUMN snapshot;
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY,
+    wf TEXT NOT NULL,
+    records BLOB NOT NULL  -- a msgpack list of the instance's records
+);
+CREATE INDEX journal_by_wf ON journal (wf, seq);
+"""
 SCHEMA = (
     """
 CREATE TABLE wal (
@@ -101,8 +131,9 @@ CREATE INDEX snapshots_by_status ON snapshots (status, workflow);
     + INBOX_SCHEMA
     + RETENTION_INDEXES
     + PASSIVATION_SCHEMA
+    + LAYOUT_SCHEMA
 )
-MIGRATIONS = {1: INBOX_SCHEMA, 2: RETENTION_INDEXES, 3: PASSIVATION_SCHEMA}
+MIGRATIONS = {1: INBOX_SCHEMA, 2: RETENTION_INDEXES, 3: PASSIVATION_SCHEMA, 4: LAYOUT_SCHEMA}
 """What takes a file from schema version N to N + 1."""
 
 
@@ -203,7 +234,7 @@ class SQLiteStore:
         self._data_version: object = None
         # load() calls of one loop turn, by id, read together by one query (a thread hop
         # per instance would cap how fast unloaded instances come back).
-        self._loads: dict[str, asyncio.Future[bytes | None]] = {}
+        self._loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]] = {}
         self._reads: set[asyncio.Task[None]] = set()
 
     @property
@@ -291,27 +322,34 @@ class SQLiteStore:
             # halfway through a change (an event given back, a step's result): replayed.
             touched = await fold_log(found, records, self.load)
             await self.checkpoint([found[i] for i in touched])
+        ids: builtins.list[str] = []
         for sql, params in (
             (
-                "SELECT snapshot FROM snapshots INDEXED BY snapshots_wake"
+                "SELECT id FROM snapshots INDEXED BY snapshots_wake"
                 " WHERE wake IS NOT NULL AND wake <= ?",
                 (self._now(),),
             ),
-            ("SELECT snapshot FROM snapshots INDEXED BY snapshots_queries WHERE queries > 0", ()),
+            ("SELECT id FROM snapshots INDEXED BY snapshots_queries WHERE queries > 0", ()),
         ):
-            async with db.execute(sql, params) as cur:
-                async for (blob,) in cur:
-                    snapshot = SNAPSHOT_DECODER.decode(blob)
-                    found[snapshot.id] = snapshot
-        for snapshot in await self._foreign():
-            found.setdefault(snapshot.id, snapshot)
+            ids += [row[0] for row in await self._fetchall(sql, params)]
+        ids += await self._foreign()
+        # Those the log touched are in ``found`` already, as just checkpointed.
+        ids = [i for i in dict.fromkeys(ids) if i not in found]
+        for instance_id, (base, tail) in (await self._stored(ids)).items():
+            found[instance_id] = layout.restore(base, tail)
         return [s for s in found.values() if not s.finished]
 
-    async def _foreign(self) -> builtins.list[Snapshot]:
+    async def _stored(self, ids: Collection[str]) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
+        # The base and journal rows of each instance in one hop: a checkpoint (which may
+        # rewrite a base and delete its journal) never lands between the two reads.
+        wanted = builtins.list(ids)
+        return await self._in_thread(lambda conn: stored_rows(conn, wanted))
+
+    async def _foreign(self) -> builtins.list[str]:
         # Unfinished instances of workflows this process does not define: loaded, so
         # that they are held and say why. The few workflow names are found by skipping
         # through the (state, workflow) index, not by reading every row.
-        found: builtins.list[Snapshot] = []
+        found: builtins.list[str] = []
         for state in ("running", "waiting"):
             name = ""
             while True:
@@ -325,12 +363,12 @@ class SQLiteStore:
                     break
                 name = row
                 if lookup_workflow(name) is None:
-                    async with self.db.execute(
-                        "SELECT snapshot FROM snapshots INDEXED BY snapshots_by_state"
+                    rows = await self._fetchall(
+                        "SELECT id FROM snapshots INDEXED BY snapshots_by_state"
                         " WHERE state = ? AND workflow = ?",
                         (state, name),
-                    ) as cur:
-                        found.extend([SNAPSHOT_DECODER.decode(b) async for (b,) in cur])
+                    )
+                    found += [row[0] for row in rows]
         return found
 
     async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -369,19 +407,29 @@ class SQLiteStore:
             raise StoreError(f"could not write to {self.path}: {exc}") from exc
 
     async def checkpoint(self, snapshots: list[Snapshot]) -> None:
-        """Replace the given snapshots (with what finds them unloaded) and empty the log,
-        atomically."""
-        rows = _snapshot_rows(snapshots)
-
-        def replace(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                _write_snapshots(conn, *rows)
-                conn.execute("DELETE FROM wal")
-
+        """Append to each changed instance's journal its records in the log, update what
+        finds it unloaded, and empty the log, atomically: it costs what the log holds,
+        not the instances' histories (bases are rewritten only as :func:`layout.plan`
+        says)."""
         try:
-            await self._in_thread(replace)
+            # Read, then planned here (the snapshots are the event loop's to read), then
+            # written in one transaction. Only the writer writes the log, and it waits for
+            # this: what is deleted is exactly what was read (``seq`` bounds it anyway).
+            last, records, stored = await self._in_thread(
+                lambda conn: _checkpoint_input(conn, snapshots)
+            )
+            rows = _change_rows(layout.plan(snapshots, records, stored))
+
+            def write(conn: sqlite3.Connection) -> None:
+                with _transaction(conn):
+                    _write_changes(conn, rows)
+                    conn.execute("DELETE FROM wal WHERE seq <= ?", (last,))
+
+            await self._in_thread(write)
         except sqlite3.Error as exc:
             raise StoreError(f"could not checkpoint {self.path}: {exc}") from exc
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise StoreError(f"could not checkpoint {self.path} (damaged?): {exc}") from exc
 
     async def purge(self, before: float, statuses: Collection[str], limit: int) -> int:
         """Delete up to ``limit`` finished instances whose status is in ``statuses`` and
@@ -389,12 +437,24 @@ class SQLiteStore:
         wanted = [s for s in statuses if s != "running"]
         if not wanted:
             return 0
-        sql = (
-            "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots"
-            " INDEXED BY snapshots_finished WHERE status != 'running' AND updated_at <= ?"
-            f" AND status IN ({','.join('?' * len(wanted))}) ORDER BY updated_at LIMIT ?)"
+        select = (
+            "SELECT id FROM snapshots INDEXED BY snapshots_finished"
+            " WHERE status != 'running' AND updated_at <= ?"
+            f" AND status IN ({','.join('?' * len(wanted))}) ORDER BY updated_at LIMIT ?"
         )
-        return await self._delete(sql, (before, *wanted, limit))
+
+        def delete(conn: sqlite3.Connection) -> int:
+            with _transaction(conn):
+                ids = [(row[0],) for row in conn.execute(select, (before, *wanted, limit))]
+                conn.executemany("DELETE FROM journal WHERE wf = ?", ids)
+                conn.executemany("DELETE FROM bases WHERE id = ?", ids)
+                conn.executemany("DELETE FROM snapshots WHERE id = ?", ids)
+                return len(ids)
+
+        try:
+            return await self._in_thread(delete)
+        except sqlite3.Error as exc:
+            raise StoreError(f"could not purge {self.path}: {exc}") from exc
 
     async def purge_inbox(self, before: float, limit: int) -> int:
         """Delete up to ``limit`` inbox requests decided at or before ``before``, oldest first."""
@@ -441,8 +501,8 @@ class SQLiteStore:
             raise StoreError(f"{self.path} was closed during a read") from exc
 
     async def load(self, instance_id: str) -> Snapshot | None:
-        """The checkpointed snapshot of ``instance_id``, if any. The loads asked for in
-        one loop turn are read with one query."""
+        """The checkpointed snapshot of ``instance_id`` (its base and journal), if any.
+        The loads asked for in one loop turn are read together."""
         found = self._loads.get(instance_id)
         if found is None:
             if not self._loads:
@@ -450,8 +510,11 @@ class SQLiteStore:
             found = self._loads[instance_id] = asyncio.get_running_loop().create_future()
         # Shielded: one caller cancelled leaves the read to the others. Each decodes its
         # own copy, as callers may change what they get.
-        blob = await asyncio.shield(found)
-        return None if blob is None else SNAPSHOT_DECODER.decode(blob)
+        rows = await asyncio.shield(found)
+        if rows is None:
+            return None
+        with self._reading():
+            return layout.restore(*rows)
 
     def _read_loads(self) -> None:
         loads, self._loads = self._loads, {}
@@ -459,16 +522,12 @@ class SQLiteStore:
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
 
-    async def _read_snapshots(self, loads: dict[str, asyncio.Future[bytes | None]]) -> None:
-        ids = builtins.list(loads)
+    async def _read_snapshots(
+        self, loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]]
+    ) -> None:
         try:
             with self._reading():
-                blobs: dict[str, bytes] = {}
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    sql = f"SELECT id, snapshot FROM snapshots WHERE id IN ({marks})"
-                    blobs.update(await self._fetchall(sql, chunk))
+                blobs = await self._stored(loads)
         except BaseException as exc:
             error = exc if isinstance(exc, Exception) else StoreError(f"{self.path}: read stopped")
             for future in loads.values():
@@ -531,8 +590,9 @@ class SQLiteStore:
             return [str(row[0]) for row in await self._fetchall(sql, params)]
 
     async def list(self, states: Collection[str] | None, workflow: str | None) -> list[Snapshot]:
-        """Checkpointed snapshots, filtered by the state ``status()`` shows and workflow name."""
-        sql = "SELECT snapshot FROM snapshots WHERE 1"
+        """Checkpointed snapshots without history, events, values and tokens
+        (:func:`layout.head_of`), filtered by the state ``status()`` shows and workflow."""
+        sql = "SELECT head FROM snapshots WHERE 1"
         params: list[object] = []
         if states is not None:
             sql += f" AND state IN ({','.join('?' * len(states))})"
@@ -582,52 +642,196 @@ class SQLiteStore:
                 let_go(file)
 
 
-SnapshotRows = tuple[
-    builtins.list[tuple[object, ...]],
-    builtins.list[tuple[str, str]],
-    builtins.list[tuple[str]],
-    builtins.list[tuple[str, str]],
-]
-"""Rows of :func:`_write_snapshots`: snapshots, tokens, instances whose tokens and topics
-go, topics."""
+def stored_rows(
+    conn: sqlite3.Connection, ids: Collection[str] | None = None
+) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
+    """The base and journal rows (in order) of the stored instances among ``ids`` (all
+    when ``None``), read in one read transaction unless ``conn`` is in one already; each
+    is an instance for :func:`layout.restore`."""
+    found: dict[str, tuple[bytes, builtins.list[bytes]]] = {}
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        if ids is None:
+            chunks: builtins.list[builtins.list[str]] = [[]]
+        else:
+            wanted = builtins.list(ids)
+            chunks = [wanted[i : i + 500] for i in range(0, len(wanted), 500)]
+        for chunk in chunks:
+            where = f" WHERE id IN ({','.join('?' * len(chunk))})" if ids is not None else ""
+            for instance_id, base in conn.execute(f"SELECT id, snapshot FROM bases{where}", chunk):
+                found[instance_id] = (base, [])
+            where = f" WHERE wf IN ({','.join('?' * len(chunk))})" if ids is not None else ""
+            for wf, records in conn.execute(
+                f"SELECT wf, records FROM journal{where} ORDER BY wf, seq", chunk
+            ):
+                if wf in found:
+                    found[wf][1].append(records)
+        if own:
+            conn.execute("COMMIT")
+    finally:
+        if own and conn.in_transaction:
+            conn.execute("ROLLBACK")
+    return found
 
 
-def _snapshot_rows(snapshots: Collection[Snapshot]) -> SnapshotRows:
-    encode = RECORD_ENCODER.encode
-    rows: builtins.list[tuple[object, ...]] = []
-    tokens: builtins.list[tuple[str, str]] = []
-    gone: builtins.list[tuple[str]] = []
-    topics: builtins.list[tuple[str, str]] = []
-    for s in snapshots:
-        rows.append(
-            (s.id, s.workflow, s.status, s.created_at, s.updated_at, encode(s), stored_state(s),
-             wake_of(s), waits_on_query(s))
-        )  # fmt: skip
-        gone.append((s.id,))
+def read_committed(
+    conn: sqlite3.Connection, instance_id: str | None = None, heads: bool = False
+) -> dict[str, Snapshot]:
+    """Every instance (or just ``instance_id``) as committed, from a connection that does
+    not own the file: bases, journals and the log tail, read in one transaction and folded
+    as recovery folds them. ``heads``: instances the log does not touch come as their
+    head (no history, events, values or tokens), which is all a listing needs."""
+    conn.execute("BEGIN")  # one snapshot of the file for every table
+    try:
+        log = [blob for (blob,) in conn.execute("SELECT record FROM wal ORDER BY seq")]
+        records = [r for blob in log for r in BATCH_DECODER.decode(blob)]
+        if instance_id is not None:
+            records = [r for r in records if r.wf == instance_id]
+        found: dict[str, Snapshot] = {}
+        if heads and instance_id is None:
+            touched = {r.wf for r in records}
+            for wf, head in conn.execute("SELECT id, head FROM snapshots"):
+                if wf not in touched:
+                    found[wf] = SNAPSHOT_DECODER.decode(head)
+            rows = stored_rows(conn, touched)
+        else:
+            rows = stored_rows(conn, None if instance_id is None else [instance_id])
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    for wf, (base, tail) in rows.items():
+        found[wf] = layout.restore(base, tail)
+    fold(found, records)
+    return found
+
+
+def _checkpoint_input(
+    conn: sqlite3.Connection, snapshots: Collection[Snapshot]
+) -> tuple[int, builtins.list[Record], dict[str, layout.Stored]]:
+    """What a checkpoint plans from: the last ``seq`` of the log, its records, and the
+    stored rows of the instances they or ``snapshots`` name."""
+    conn.execute("BEGIN")
+    try:
+        log = conn.execute("SELECT seq, record FROM wal ORDER BY seq").fetchall()
+        records = [r for _, blob in log for r in BATCH_DECODER.decode(blob)]
+        ids = builtins.list(dict.fromkeys([*(s.id for s in snapshots), *(r.wf for r in records)]))
+        stored: dict[str, layout.Stored] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            sql = (
+                "SELECT id, run, base_bytes, tail_bytes FROM snapshots"
+                f" WHERE id IN ({','.join('?' * len(chunk))})"
+            )
+            for instance_id, run, base_bytes, tail_bytes in conn.execute(sql, chunk):
+                stored[instance_id] = layout.Stored(run, base_bytes, tail_bytes)
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+    return (log[-1][0] if log else 0), records, stored
+
+
+class ChangeRows(NamedTuple):
+    """The statements' parameters of :func:`_write_changes`."""
+
+    rows: builtins.list[tuple[object, ...]]
+    """Whole ``snapshots`` rows of rewritten instances, their bases in ``bases``."""
+    bases: builtins.list[tuple[str, bytes]]
+    heads: builtins.list[tuple[tuple[object, ...], bytes | None]]
+    """Updates of ``snapshots`` rows (the id last), each with a journal row to append."""
+    tails: builtins.list[tuple[tuple[object, ...], bytes]]
+    """Journal rows of instances not given (their ``tail_bytes``, their id)."""
+    drop_journal: builtins.list[tuple[str]]
+    drop_tokens: builtins.list[tuple[str]]
+    drop_topics: builtins.list[tuple[str]]
+    tokens: builtins.list[tuple[str, str]]
+    topics: builtins.list[tuple[str, str]]
+
+
+def _change_rows(changes: Collection[layout.Change]) -> ChangeRows:
+    rows = ChangeRows([], [], [], [], [], [], [], [], [])
+    for c in changes:
+        s = c.snapshot
+        if s is None:
+            assert c.tail is not None
+            rows.tails.append(((c.tail_bytes, c.id), c.tail))
+            continue
+        index = (stored_state(s), wake_of(s), waits_on_query(s))
+        if c.base is not None:
+            rows.rows.append(
+                (s.id, s.workflow, s.status, s.created_at, s.updated_at, *index, c.head, s.run,
+                 c.base_bytes)
+            )  # fmt: skip
+            rows.bases.append((s.id, c.base))
+            rows.drop_journal.append((s.id,))
+        else:
+            update = (s.status, s.updated_at, *index, c.head, c.tail_bytes, s.id)
+            rows.heads.append((update, c.tail))
+        if c.drop_tokens:
+            rows.drop_tokens.append((s.id,))
+        rows.tokens.extend((token, s.id) for token in c.tokens)
+        rows.drop_topics.append((s.id,))
         if not s.finished:
-            tokens += [(token, s.id) for token in s.tokens]
-            topics += [(topic, s.id) for topic in query_topics(s)]
-    return rows, tokens, gone, topics
+            rows.topics.extend((topic, s.id) for topic in query_topics(s))
+    return rows
 
 
-def _write_snapshots(
-    conn: sqlite3.Connection,
-    rows: builtins.list[tuple[object, ...]],
-    tokens: builtins.list[tuple[str, str]],
-    gone: builtins.list[tuple[str]],
-    topics: builtins.list[tuple[str, str]],
-) -> None:
+def _write_changes(conn: sqlite3.Connection, rows: ChangeRows) -> None:
+    conn.executemany("DELETE FROM journal WHERE wf = ?", rows.drop_journal)
     conn.executemany(
         "INSERT OR REPLACE INTO snapshots (id, workflow, status, created_at, updated_at,"
-        " snapshot, state, wake, queries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
+        " state, wake, queries, head, run, base_bytes, tail_bytes)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        rows.rows,
     )
-    # A finished instance's tokens and topics go; a parked one's topics are rewritten.
-    conn.executemany("DELETE FROM topics WHERE wf = ?", gone)
-    finished = [g for g, row in zip(gone, rows, strict=True) if row[2] != "running"]
-    conn.executemany("DELETE FROM tokens WHERE wf = ?", finished)
-    conn.executemany("INSERT OR IGNORE INTO tokens VALUES (?, ?)", tokens)
-    conn.executemany("INSERT OR IGNORE INTO topics VALUES (?, ?)", topics)
+    conn.executemany("INSERT OR REPLACE INTO bases (id, snapshot) VALUES (?, ?)", rows.bases)
+    journal: builtins.list[tuple[object, bytes]] = []
+    for update, tail in rows.heads:
+        found = conn.execute(
+            "UPDATE snapshots SET status = ?, updated_at = ?, state = ?, wake = ?, queries = ?,"
+            " head = ?, tail_bytes = ? WHERE id = ?",
+            update,
+        ).rowcount
+        if tail is not None and found:  # not where a purge deleted the instance meanwhile
+            journal.append((update[-1], tail))
+    for update, tail in rows.tails:
+        if conn.execute("UPDATE snapshots SET tail_bytes = ? WHERE id = ?", update).rowcount:
+            journal.append((update[-1], tail))
+    conn.executemany("INSERT INTO journal (wf, records) VALUES (?, ?)", journal)
+    # A finished instance's (or an old run's) tokens go; a parked one's topics are rewritten.
+    conn.executemany("DELETE FROM topics WHERE wf = ?", rows.drop_topics)
+    conn.executemany("DELETE FROM tokens WHERE wf = ?", rows.drop_tokens)
+    conn.executemany("INSERT OR IGNORE INTO tokens VALUES (?, ?)", rows.tokens)
+    conn.executemany("INSERT OR IGNORE INTO topics VALUES (?, ?)", rows.topics)
+
+
+def _index_v4(conn: sqlite3.Connection, snapshots: Collection[Snapshot]) -> None:
+    """Fill what schema 4 added (what finds an instance unloaded) from whole snapshots."""
+    conn.executemany(
+        "UPDATE snapshots SET state = ?, wake = ?, queries = ? WHERE id = ?",
+        [(stored_state(s), wake_of(s), waits_on_query(s), s.id) for s in snapshots],
+    )
+    for s in snapshots:
+        if not s.finished:
+            conn.executemany(
+                "INSERT OR IGNORE INTO tokens VALUES (?, ?)", [(t, s.id) for t in s.tokens]
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO topics VALUES (?, ?)", [(t, s.id) for t in query_topics(s)]
+            )
+
+
+def _layout_v5(conn: sqlite3.Connection) -> None:
+    """Fill what schema 5 added: each stored (whole) snapshot becomes its instance's base."""
+    rows = [
+        (RECORD_ENCODER.encode(layout.head_of(s)), s.run, len(blob), s.id)
+        for (blob,) in conn.execute("SELECT snapshot FROM bases")
+        for s in [SNAPSHOT_DECODER.decode(blob)]
+    ]
+    conn.executemany("UPDATE snapshots SET head = ?, run = ?, base_bytes = ? WHERE id = ?", rows)
 
 
 def _migrate(step: int, conn: sqlite3.Connection) -> None:
@@ -640,7 +844,9 @@ def _migrate(step: int, conn: sqlite3.Connection) -> None:
                 SNAPSHOT_DECODER.decode(blob)
                 for (blob,) in conn.execute("SELECT snapshot FROM snapshots")
             ]
-            _write_snapshots(conn, *_snapshot_rows(snapshots))
+            _index_v4(conn, snapshots)
+        elif step == 4:
+            _layout_v5(conn)
         conn.execute(f"PRAGMA user_version={step + 1}")
 
 
