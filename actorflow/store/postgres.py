@@ -293,8 +293,10 @@ class PostgresStore:
         self._notified = True
         self._bell.ring()
 
-    def _on_lost(self, *_: object) -> None:
+    def _on_lost(self, connection: object) -> None:
         # Notifications are lost with the connection: the watcher polls (fast) instead.
+        if connection is not self._listener:
+            return  # closed by close(): nothing lost
         _log.warning("inbox.listen_lost", store=self.label)
         self._bell.hear(False)
         self._notified = True

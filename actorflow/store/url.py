@@ -18,22 +18,17 @@ def is_postgres_url(target: str | os.PathLike[str] | None) -> bool:
 
 
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``: what logs, errors and
-    reprs show. A URL that does not parse is shown as its scheme alone."""
+    """``url`` with its password (if any, in the authority or the query) replaced by
+    ``***``: what logs, errors and reprs show. One that does not parse shows its scheme."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            # The query string may carry one too (``?password=``): keep none of it.
-            return urlunsplit(parts._replace(query=_redact_query(parts.query)))
-        host = parts.hostname or ""
-        if ":" in host:  # an IPv6 address
-            host = f"[{host}]"
-        netloc = f"{parts.username or ''}:***@{host}"
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc, query=_redact_query(parts.query)))
     except ValueError:
         return url.partition("://")[0] + "://…"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    return urlunsplit(parts._replace(netloc=netloc, query=_redact_query(parts.query)))
 
 
 def _redact_query(query: str) -> str:
