@@ -136,6 +136,10 @@ CREATE TABLE {SCHEMA}.inbox (
 CREATE INDEX inbox_pending ON {SCHEMA}.inbox (seq) WHERE status = 'pending';
 CREATE INDEX inbox_decided ON {SCHEMA}.inbox (decided_at) WHERE decided_at IS NOT NULL;
 """
+_SETTINGS: dict[str, Any] = {
+    "server_settings": {"search_path": SCHEMA, "application_name": "actorflow"}
+}
+"""Every connection's: unqualified names are actorflow's tables."""
 _SCHEMA_LOCK = 0x41464C57  # "AFLW": one runtime at a time creates or checks the tables
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -159,6 +163,12 @@ def runtime_id() -> str:
     """A name for this runtime, unique across processes and machines: what ``owner``
     holds (host, process, and a random part)."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Nothing to reset when a pooled connection comes back: the store sets no session
+    state (an open transaction is rolled back by asyncpg anyway). The default reset
+    costs a round trip per query, doubling the latency of a group commit."""
 
 
 class NotifyBell(InboxBell):
@@ -195,6 +205,10 @@ class PostgresStore:
         self._now = now  # stamps inbox verdicts: retention ages them by the runtime's clock
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        # The writer's own connection (writes come one at a time, from the writer): no
+        # pool hand-off on the hot path of a group commit.
+        self._log: asyncpg.Connection | None = None
+        self._log_lock = asyncio.Lock()
         self._bell = NotifyBell()
         self._notified = True  # the first read of the inbox reads it
         self._loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]] = {}
@@ -235,7 +249,8 @@ class PostgresStore:
                 self._url,
                 min_size=1,
                 max_size=4,
-                server_settings={"search_path": SCHEMA, "application_name": "actorflow"},
+                reset=_keep_session,
+                **_SETTINGS,
             )
         except _CONNECT_ERRORS as exc:
             raise self._error("cannot connect to", exc) from None
@@ -282,9 +297,7 @@ class PostgresStore:
 
     async def _listen(self) -> None:
         # A connection of its own: a pooled one may be handed to another query.
-        self._listener = listener = await asyncpg.connect(
-            self._url, server_settings={"search_path": SCHEMA, "application_name": "actorflow"}
-        )
+        self._listener = listener = await asyncpg.connect(self._url, **_SETTINGS)
         await listener.add_listener(CHANNEL, self._on_notify)
         listener.add_termination_listener(self._on_lost)
         self._bell.hear(True)
@@ -376,26 +389,37 @@ class PostgresStore:
         """Append ``records`` as one log row, with the verdicts on the inbox requests that
         produced them: one statement, so one transaction and one round trip."""
         blob = RECORD_ENCODER.encode(records) if records else None
+        if blob is None and not marks:
+            return
         with self._failing("could not write to"):
-            if not marks:
-                if blob is not None:
-                    await self.pool.execute(
+            async with self._log_lock:
+                log = self._log
+                if log is None or log.is_closed():  # first write, or the last one broke it
+                    self.pool  # noqa: B018 (raises StoreError once closed)
+                    log = self._log = await asyncpg.connect(self._url, **_SETTINGS)
+                if not marks:
+                    await log.execute(
                         "INSERT INTO wal (owner, record) VALUES ($1, $2)", self.owner, blob
                     )
-                return
-            await self.pool.execute(
-                "WITH w AS (INSERT INTO wal (owner, record) SELECT $1, $2::bytea"
-                " WHERE $2::bytea IS NOT NULL)"
-                " UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
-                " FROM unnest($4::bigint[], $5::text[], $6::text[]) AS m (seq, status, reason)"
-                " WHERE inbox.seq = m.seq",
-                self.owner,
-                blob,
-                self._now(),
-                [seq for seq, _, _ in marks],
-                [status for _, status, _ in marks],
-                [reason for _, _, reason in marks],
-            )
+                    return
+                await self._write_marked(log, blob, marks)
+
+    async def _write_marked(
+        self, log: asyncpg.Connection, blob: bytes | None, marks: Sequence[Mark]
+    ) -> None:
+        await log.execute(
+            "WITH w AS (INSERT INTO wal (owner, record) SELECT $1, $2::bytea"
+            " WHERE $2::bytea IS NOT NULL)"
+            " UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
+            " FROM unnest($4::bigint[], $5::text[], $6::text[]) AS m (seq, status, reason)"
+            " WHERE inbox.seq = m.seq",
+            self.owner,
+            blob,
+            self._now(),
+            [seq for seq, _, _ in marks],
+            [status for _, status, _ in marks],
+            [reason for _, _, reason in marks],
+        )
 
     async def checkpoint(self, snapshots: builtins.list[Snapshot]) -> None:
         """Append to each changed instance's journal its records in the log (or rewrite
@@ -700,6 +724,10 @@ class PostgresStore:
     async def close(self) -> None:
         """Stop listening, close the connections (idempotent)."""
         listener, self._listener = self._listener, None
+        log, self._log = self._log, None
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            if log is not None:
+                await log.close()
         pool, self._pool = self._pool, None
         self._bell.hear(False)
         with contextlib.suppress(*_DRIVER_ERRORS):
@@ -720,7 +748,7 @@ async def submit(url: str, request: bytes, created_at: float | None = None) -> i
     (delivered when the insert commits); return its sequence number."""
     label = redact(url)
     try:
-        conn = await asyncpg.connect(url, server_settings={"search_path": SCHEMA})
+        conn = await asyncpg.connect(url, **_SETTINGS)
     except _CONNECT_ERRORS as exc:
         raise StoreError(
             f"cannot connect to {label}: {scrub(f'{type(exc).__name__}: {exc}', url)}"
