@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -80,6 +80,29 @@ INERT = frozenset({Phase.HELD, Phase.STOPPED, Phase.CONTINUING})
 """Phases in which workflow code that still runs (unwinding) starts and records nothing."""
 
 
+class ParkingFuture(asyncio.Future[Any]):
+    """The future of a call opened during replay: awaiting it tells its actor first
+    (:meth:`Actor.parking`), which may give it its stored outcome at once."""
+
+    __slots__ = ("_actor",)
+
+    def __init__(self, actor: Actor) -> None:
+        super().__init__(loop=actor.loop)
+        self._actor: Actor | None = actor
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        actor, self._actor = self._actor, None  # once
+        if actor is not None and not self.done():
+            actor.parking(self)
+        return (yield from super().__await__())
+
+    __iter__ = __await__
+
+    def forget(self) -> None:
+        """It is settled: drop the reference back to the actor."""
+        self._actor = None
+
+
 class Services:
     """What actors use from their runtime."""
 
@@ -114,7 +137,7 @@ class Actor:
 
     # Slots: thousands of instances park at once, and each should cost little memory.
     __slots__ = (
-        "_context",
+        "_context", "_replay_at",
         "calls", "conditions", "definition", "detail", "held", "id", "journal", "loop", "mailbox",
         "next_event_id", "phase", "services", "snapshot", "state", "task",
     )  # fmt: skip
@@ -138,6 +161,7 @@ class Actor:
         self.mailbox = Mailbox(e.token for e in snapshot.events if e.token is not None)
         self.conditions: dict[int, ConditionWait] = {}  # armed: checked at each change
         self._context: Context[Any] | None = None
+        self._replay_at = 0  # the next stored effect replay feeds
 
     # -- life ------------------------------------------------------------------------
     def start(self) -> None:
@@ -167,9 +191,10 @@ class Actor:
         self.task = self.loop.create_task(self._main(definition, args))
         self.task.add_done_callback(self._task_done)
         self.loop.run()
-        for effect in history:
-            if self.phase is not Phase.REPLAYING:
-                break
+        # Effects in log order; open_call may take the next one itself (see there).
+        while self.phase is Phase.REPLAYING and self._replay_at < len(history):
+            effect = history[self._replay_at]
+            self._replay_at += 1
             self._replay(effect)
         self._check_journal_made()
         if self.phase is Phase.HELD:
@@ -256,6 +281,8 @@ class Actor:
             # runs, but the task, the futures and this actor no longer refer to each
             # other, so reference counting frees them now, not the cyclic collector.
             call.future.cancel()
+            if type(call.future) is ParkingFuture:
+                call.future.forget()
         self.stop()
         self.release()
 
@@ -327,7 +354,9 @@ class Actor:
         """Give the workflow's next call, a ``cls`` (a :class:`~actorflow.waits.Call`), its
         sequence number, checking it against the journal."""
         seq = self.journal.next()
-        call = cls(self, seq, name, self.loop.create_future(), decoder)
+        replaying = self.phase is Phase.REPLAYING
+        future = ParkingFuture(self) if replaying else self.loop.create_future()
+        call = cls(self, seq, name, future, decoder)
         if self.phase in INERT:
             return call  # never resolves: a held instance does not run on
         try:
@@ -338,6 +367,30 @@ class Actor:
         self.calls[seq] = call
         call.future.add_done_callback(call)
         return call
+
+    def parking(self, future: asyncio.Future[Any]) -> None:
+        """Replay: workflow code is about to park on ``future``, a call's. If nothing else
+        of the workflow's is ready to run and the next stored effect is that call's
+        outcome, then live, the code parked here and resumed when that outcome came, with
+        nothing run between: so it takes the outcome now and runs on without a trip
+        through the loop (which is most of what replaying a long history costs)."""
+        if self.phase is not Phase.REPLAYING or not self.loop.quiet:
+            return
+        history = self.snapshot.history
+        at = self._replay_at
+        effect = history[at] if at < len(history) else None
+        if type(effect) is not Outcome:
+            return
+        call = self.calls.get(effect.seq)
+        if call is None or call.future is not future:
+            return
+        self._replay_at = at + 1
+        del self.calls[effect.seq]
+        future.remove_done_callback(call)  # it acts on a cancel only; queued, it would
+        # make the loop look busy at the next park
+        if self.services.tracing is not None:
+            self.services.tracing.wait_ended(self.id, call, effect)
+        self._settle(call, effect)
 
     def start_call(self, call: Call) -> None:
         """Make an opened call take effect (live), or leave it for replay to resolve."""
@@ -563,19 +616,24 @@ class Actor:
             return
         if self.services.tracing is not None:
             self.services.tracing.wait_ended(self.id, call, outcome)
-        future = call.future
-        if future.done():
+        if call.future.done():
             self._give_back(outcome)
             return
+        self._settle(call, outcome)
+        self._run()
+
+    def _settle(self, call: Call, outcome: Outcome) -> None:
+        """Give ``call``'s future the result (or error) of ``outcome``."""
+        if type(call.future) is ParkingFuture:
+            call.future.forget()
         if outcome.event is not None:
             self.mailbox.consumed(outcome.event)
             if self.phase is Phase.LIVE:
                 _log.info("event.consumed", workflow_id=self.id, name=call.name, seq=call.seq)
         try:
-            future.set_result(call.result(outcome))
+            call.future.set_result(call.result(outcome))
         except BaseException as exc:
-            future.set_exception(exc)
-        self._run()
+            call.future.set_exception(exc)
 
     def _give_back(self, outcome: Outcome) -> None:
         # A cancelled wait consumes nothing. Also on replay: a crash may have lost the

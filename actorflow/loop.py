@@ -31,6 +31,7 @@ class InstanceLoop(asyncio.AbstractEventLoop):
         # A list, not a deque: a parked instance keeps 56 bytes here instead of ~600.
         self._ready: list[asyncio.Handle] = []
         self._running = False
+        self._next = 0  # while running: the index in _ready of the next callback
         self._name = name
         self._outer: asyncio.AbstractEventLoop | None = None
 
@@ -107,12 +108,18 @@ class InstanceLoop(asyncio.AbstractEventLoop):
             while index < len(ready):  # callbacks queued meanwhile are appended: FIFO
                 handle = ready[index]
                 index += 1
+                self._next = index
                 if not handle._cancelled:
                     handle._run()
         finally:
             del ready[:index]
             _set_running_loop(outer)
             self._running = False
+
+    @property
+    def quiet(self) -> bool:
+        """Whether no callback is queued but the one running now (if any)."""
+        return len(self._ready) <= self._next if self._running else not self._ready
 
     @property
     def outer(self) -> asyncio.AbstractEventLoop | None:

@@ -390,6 +390,7 @@ def _continue(snapshot: Snapshot, record: ContinuedAsNew) -> None:
     snapshot.history = [CancelRequested(record.wf, record.at)] if snapshot.cancel_requested else []
     snapshot.values = {}
     snapshot.events = carried
+    snapshot.settled = 0
     snapshot.tokens = {}
     snapshot.patches = []
     snapshot.attempts = {}
