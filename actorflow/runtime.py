@@ -866,11 +866,10 @@ class Runtime:
         running (see :func:`actorflow.backup`, run in a thread); returns its size in
         bytes. An in-memory runtime has no file: :class:`StoreError`."""
         self._check_open()
-        if self.path is None or self._postgres:
-            raise StoreError(
-                "only an SQLite runtime has a database file to back up"
-                + ("; use pg_dump on PostgreSQL" if self._postgres else "")
-            )
+        if self.path is None:
+            raise StoreError("an in-memory runtime has no database file to back up")
+        if self._postgres:
+            raise StoreError("a PostgreSQL runtime has no database file to back up; use pg_dump")
         return await asyncio.to_thread(backup, self.path, out, force=force)
 
     async def _purge_before(

@@ -158,6 +158,21 @@ async def test_a_newer_schema_is_refused(pg_url: str) -> None:
             pass
 
 
+async def test_a_second_runtime_on_the_database_is_refused(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "OWNER_WAIT", 0.2)
+    async with af.Runtime(pg_url) as rt:
+        await rt.start(collect, 1, id="c")
+        with pytest.raises(af.StoreError, match="another runtime"):
+            async with af.Runtime(pg_url):
+                pass
+        await rt.send("c", ping, 1)  # the owner goes on
+        assert await rt.handle("c").result() == [1]
+    async with af.Runtime(pg_url) as rt:  # released at close
+        assert (await rt.handle("c").status()).state == "completed"
+
+
 # -- the inbox: other processes' requests, woken by NOTIFY -----------------------------
 @pytest.fixture
 def no_fallback_poll(monkeypatch: pytest.MonkeyPatch) -> None:

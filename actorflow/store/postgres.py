@@ -16,7 +16,9 @@ Tables (all in the dedicated schema :data:`SCHEMA`, marked by ``meta``'s row):
   ``NOTIFY``s channel :data:`CHANNEL` in the same transaction, and the owner, which
   ``LISTEN``s on its own connection, reads the inbox at once (:class:`NotifyBell`).
 
-One runtime per database for now: this runtime sets ``owner`` (its id,
+One runtime per database for now: a session-level advisory lock, held on the
+listening connection while the runtime is open, refuses a second one
+(:class:`StoreError`). This runtime sets ``owner`` (its id,
 :attr:`PostgresStore.owner`) and ``lease_until`` of every instance it checkpoints,
 and nothing reads them yet. How several runtimes will share one database with them:
 
@@ -141,6 +143,9 @@ _SETTINGS: dict[str, Any] = {
 }
 """Every connection's: unqualified names are actorflow's tables."""
 _SCHEMA_LOCK = 0x41464C57  # "AFLW": one runtime at a time creates or checks the tables
+_OWNER_LOCK = 0x41464C58  # held by the one runtime that has the database open
+OWNER_WAIT = 5.0
+"""Seconds an opening runtime waits for the owner lock of a runtime that just died."""
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
@@ -298,6 +303,19 @@ class PostgresStore:
     async def _listen(self) -> None:
         # A connection of its own: a pooled one may be handed to another query.
         self._listener = listener = await asyncpg.connect(self._url, **_SETTINGS)
+        # One runtime per database until leases come (see above): this session holds
+        # the database's owner lock while the runtime is open. It goes with the
+        # connection, so a killed runtime's is released once the server sees it gone
+        # (at once for a local process; waited for a little, as the server may take
+        # a moment to notice).
+        deadline = time.monotonic() + OWNER_WAIT
+        while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", _OWNER_LOCK):
+            if time.monotonic() >= deadline:
+                raise StoreError(
+                    f"{self.label} is open in another runtime; one runtime per database"
+                    " for now (several need leases, not built yet)"
+                )
+            await asyncio.sleep(0.05)
         await listener.add_listener(CHANNEL, self._on_notify)
         listener.add_termination_listener(self._on_lost)
         self._bell.hear(True)
