@@ -224,6 +224,8 @@ def test_urls_are_told_from_paths_and_shown_without_password() -> None:
     assert is_postgres_url("postgresql://u:p@h/db") and is_postgres_url("POSTGRES://h/db")
     assert not is_postgres_url("app.db") and not is_postgres_url(Path("postgresql://x"))
     assert not is_postgres_url("sqlite:///x") and not is_postgres_url(None)
+    for url in ("postgresql://h/db", "postgres://u:p@h:5432/db"):  # chosen, not yet connected
+        assert isinstance(af.Runtime(url)._store, postgres.PostgresStore)
     assert redact("postgresql://u:pw@h:5/db?sslmode=require") == (
         "postgresql://u:***@h:5/db?sslmode=require"
     )
@@ -315,3 +317,31 @@ def test_lease_is_accepted_by_every_store_and_checked(where: str, tmp_path: Path
     for wrong in ("10", True, None):
         with pytest.raises(TypeError, match="lease"):
             af.Runtime(target, lease=wrong)  # type: ignore[arg-type]
+
+
+# -- the test server: mandatory in CI --------------------------------------------------
+@pytest.mark.parametrize("ci", [True, False], ids=["ci", "elsewhere"])
+def test_without_a_server_ci_fails_and_elsewhere_skips(ci: bool, tmp_path: Path) -> None:
+    """With ``initdb`` off PATH, the tests that need the server fail when CI is set
+    (as .ci/run sets it) and skip, saying why, elsewhere."""
+    import os
+
+    path = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not (Path(d) / "initdb").exists()
+    ]
+    env = {**os.environ, "PATH": os.pathsep.join(path), "CI": "true" if ci else ""}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs",
+         "tests/test_postgres.py::test_a_newer_schema_is_refused"],
+        capture_output=True, text=True, timeout=120, env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    out = run.stdout + run.stderr
+    if ci:
+        assert run.returncode != 0 and "PostgreSQL is mandatory in CI" in out, out
+        assert "initdb is not on PATH" in out, out
+    else:
+        assert run.returncode == 0 and "1 skipped" in out, out
+        assert "no PostgreSQL server for the tests: initdb is not on PATH" in out, out
