@@ -456,7 +456,8 @@ def _report(args: argparse.Namespace, receipt: Receipt, text: str, code: int = 0
 
 def _run(args: argparse.Namespace) -> int:
     target = args.db or os.environ.get("ACTORFLOW_DB")
-    if isinstance(target, str) and is_postgres_url(target):  # shown without its password
+    # Shown without its password (``ui`` says so in its own words, without the URL).
+    if args.command != "ui" and isinstance(target, str) and is_postgres_url(target):
         raise CommandError(
             f"{redact(target)}: the command line reaches SQLite files only for now;"
             " use the Python API (af.Runtime(url)) on PostgreSQL"
