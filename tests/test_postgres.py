@@ -208,6 +208,35 @@ async def test_a_request_in_the_inbox_is_applied_when_notified(pg_url: str) -> N
         assert status == "rejected" and reason
 
 
+@pytest.mark.usefixtures("no_fallback_poll")
+async def test_a_lost_listening_connection_is_made_again(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(postgres, "RELISTEN_DELAY", 0.05)
+    async with af.Runtime(pg_url) as rt:
+        h = await rt.start(collect, 2, id="c")
+        store = rt._store
+        assert isinstance(store, postgres.PostgresStore)
+        first = store._listener
+        assert first is not None
+        await execute(pg_url, f"SELECT pg_terminate_backend({first.get_server_pid()})")
+        for _ in range(400):  # a functional bound: it listens again after 0.05 s
+            if store._listener not in (None, first) and store.inbox_bell().listening:
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError("the store did not listen again")
+        # NOTIFY reaches it again (the poll is out of reach), and it owns the database.
+        seq = await postgres.submit(pg_url, msgspec.json.encode(SendRequest("c", ping.name, "1")))
+        assert await verdict(pg_url, seq) == ("accepted", None)
+        monkeypatch.setattr(postgres, "OWNER_WAIT", 0.2)
+        with pytest.raises(af.StoreError, match="another runtime"):
+            async with af.Runtime(pg_url):
+                pass
+        await rt.send("c", ping, 2)
+        assert await h.result() == [1, 2]
+
+
 async def test_requests_queued_while_no_runtime_ran_apply_at_open(pg_url: str) -> None:
     async with af.Runtime(pg_url) as rt:
         h = await rt.start(collect, 1, id="c")

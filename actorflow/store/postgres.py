@@ -145,6 +145,8 @@ _SETTINGS: dict[str, Any] = {
 _SCHEMA_LOCK = 0x41464C57  # "AFLW": one runtime at a time creates or checks the tables
 _OWNER_LOCK = 0x41464C58  # held by the one runtime that has the database open
 OWNER_WAIT = 5.0
+RELISTEN_DELAY = 1.0
+"""Seconds between attempts to listen again after the listening connection was lost."""
 """Seconds an opening runtime waits for the owner lock of a runtime that just died."""
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
@@ -210,6 +212,7 @@ class PostgresStore:
         self._now = now  # stamps inbox verdicts: retention ages them by the runtime's clock
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
+        self._relisten: asyncio.Task[None] | None = None
         # The writer's own connection (writes come one at a time, from the writer): no
         # pool hand-off on the hot path of a group commit.
         self._log: asyncpg.Connection | None = None
@@ -300,24 +303,29 @@ class PostgresStore:
                     f"actorflow understands ({SCHEMA_VERSION}); upgrade actorflow"
                 )
 
-    async def _listen(self) -> None:
+    async def _listen(self, wait: float | None = None) -> None:
         # A connection of its own: a pooled one may be handed to another query.
-        self._listener = listener = await asyncpg.connect(self._url, **_SETTINGS)
-        # One runtime per database until leases come (see above): this session holds
-        # the database's owner lock while the runtime is open. It goes with the
-        # connection, so a killed runtime's is released once the server sees it gone
-        # (at once for a local process; waited for a little, as the server may take
-        # a moment to notice).
-        deadline = time.monotonic() + OWNER_WAIT
-        while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", _OWNER_LOCK):
-            if time.monotonic() >= deadline:
-                raise StoreError(
-                    f"{self.label} is open in another runtime; one runtime per database"
-                    " for now (several need leases, not built yet)"
-                )
-            await asyncio.sleep(0.05)
-        await listener.add_listener(CHANNEL, self._on_notify)
-        listener.add_termination_listener(self._on_lost)
+        listener = await asyncpg.connect(self._url, **_SETTINGS)
+        try:
+            # One runtime per database until leases come (see above): this session
+            # holds the database's owner lock while the runtime is open. It goes with
+            # the connection, so a killed runtime's is released once the server sees
+            # it gone (at once for a local process; waited for a little, as the server
+            # may take a moment to notice).
+            deadline = time.monotonic() + (OWNER_WAIT if wait is None else wait)
+            while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", _OWNER_LOCK):
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"{self.label} is open in another runtime; one runtime per database"
+                        " for now (several need leases, not built yet)"
+                    )
+                await asyncio.sleep(0.05)
+            await listener.add_listener(CHANNEL, self._on_notify)
+            listener.add_termination_listener(self._on_lost)
+        except BaseException:
+            await listener.close()
+            raise
+        self._listener = listener
         self._bell.hear(True)
 
     def _on_notify(self, *_: object) -> None:
@@ -325,13 +333,46 @@ class PostgresStore:
         self._bell.ring()
 
     def _on_lost(self, connection: object) -> None:
-        # Notifications are lost with the connection: the watcher polls (fast) instead.
-        if connection is not self._listener:
+        # Notifications (and the owner lock) are lost with the connection: the inbox is
+        # read at each of the watcher's polls meanwhile, and the connection is made
+        # again in the background.
+        if connection is not self._listener or self._pool is None:
             return  # closed by close(): nothing lost
         _log.warning("inbox.listen_lost", store=self.label)
+        self._listener = None
         self._bell.hear(False)
         self._notified = True
         self._bell.ring()
+        if self._relisten is None:
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        try:
+            while self._pool is not None:
+                await asyncio.sleep(RELISTEN_DELAY)
+                try:
+                    await self._listen(wait=0)
+                except StoreError as exc:  # another runtime opened the database meanwhile
+                    _log.error("inbox.listen_failed", store=self.label, error=str(exc))
+                except _CONNECT_ERRORS as exc:
+                    error = scrub(f"{type(exc).__name__}: {exc}", self._url)
+                    _log.warning("inbox.listen_failed", store=self.label, error=error)
+                else:
+                    if self._pool is None:  # closed meanwhile
+                        await self._drop_listener()
+                        return
+                    _log.info("inbox.listening_again", store=self.label)
+                    self._notified = True  # what came while deaf is read now
+                    self._bell.ring()
+                    return
+        finally:
+            self._relisten = None
+
+    async def _drop_listener(self) -> None:
+        listener, self._listener = self._listener, None
+        with contextlib.suppress(*_DRIVER_ERRORS):
+            if listener is not None:
+                await listener.close()
 
     def inbox_bell(self) -> InboxBell:
         """The bell ``NOTIFY`` rings: what the runtime's inbox watcher sleeps on."""
@@ -741,6 +782,11 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Stop listening, close the connections (idempotent)."""
+        relisten, self._relisten = self._relisten, None
+        if relisten is not None:
+            relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relisten
         listener, self._listener = self._listener, None
         log, self._log = self._log, None
         with contextlib.suppress(*_DRIVER_ERRORS):
