@@ -173,6 +173,19 @@ async def test_a_second_runtime_on_the_database_is_refused(
         assert (await rt.handle("c").status()).state == "completed"
 
 
+async def test_a_damaged_log_is_a_store_error_at_open(pg_url: str) -> None:
+    async with af.Runtime(pg_url) as rt:
+        await rt.start(collect, 1, id="c")
+    await execute(pg_url, "INSERT INTO actorflow.wal (owner, record) VALUES ('x', '\\xc1')")
+    with pytest.raises(af.StoreError, match="cannot open"):
+        async with af.Runtime(pg_url):
+            pass
+    # The failed open let go of everything (its owner lock too): once repaired, it opens.
+    await execute(pg_url, "DELETE FROM actorflow.wal WHERE owner = 'x'")
+    async with af.Runtime(pg_url) as rt:
+        assert (await rt.handle("c").status()).state == "waiting"
+
+
 # -- the inbox: other processes' requests, woken by NOTIFY -----------------------------
 @pytest.fixture
 def no_fallback_poll(monkeypatch: pytest.MonkeyPatch) -> None:
