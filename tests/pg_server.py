@@ -2,20 +2,26 @@
 
 The cluster lives in a temporary directory, listens on 127.0.0.1 on a free port (and
 on a Unix socket in that directory), trusts local connections, and is stopped and
-deleted at the end. As root, the server runs as the unprivileged ``postgres`` user
-(PostgreSQL refuses to run as root); the directory is made that user's. Durability
+deleted at the end. As root, initdb and the server run as the unprivileged
+``postgres`` user (PostgreSQL refuses to run as root); the directory is made that
+user's. The server is a child of the test process, started as ``pg_ctl start`` would
+(``postgres -D``, ready once ``postmaster.pid`` says so) but asked to quit with it
+(``PR_SET_PDEATHSIG``): a test run killed midway leaves no server behind. Durability
 settings of the *server* (``fsync``) are off: the tests kill clients, never the server.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 USER = "postgres"
@@ -40,7 +46,8 @@ class PgServer:
         self.data = self.dir / "data"
         self.port = _free_port()
         self._runas: list[str] = []
-        self.started = False
+        self._user: tuple[int, int] | None = None  # (uid, gid) to run as, when root
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def _run(self, argv: Sequence[str], timeout: float = 120) -> None:
         found = shutil.which(argv[0])
@@ -64,7 +71,7 @@ class PgServer:
 
     def start(self) -> None:
         """initdb, then start the server and wait until it accepts connections."""
-        for tool in ("initdb", "pg_ctl"):
+        for tool in ("initdb", "postgres"):
             if shutil.which(tool) is None:
                 raise ServerUnavailable(
                     f"{tool} is not on PATH (PostgreSQL 15's server: apt install postgresql-15)"
@@ -77,6 +84,7 @@ class PgServer:
                     f"running as root and there is no {USER!r} user to run the server as"
                 ) from None
             os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._user = (user.pw_uid, user.pw_gid)
             runuser = shutil.which("runuser")
             if runuser is None:
                 raise ServerUnavailable("running as root and runuser is not on PATH")
@@ -85,15 +93,32 @@ class PgServer:
             ["initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
              "-E", "UTF8", "--no-sync", "--no-instructions"]
         )  # fmt: skip
-        options = (
-            f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"
-            " -c fsync=off -c full_page_writes=off -c max_connections=200"
-        )
-        self._run(
-            ["pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-o", options,
-             "-w", "-t", "60", "start"]
-        )  # fmt: skip
-        self.started = True
+        postgres = shutil.which("postgres")
+        assert postgres is not None
+        with open(self.dir / "log", "wb") as log:
+            self._proc = subprocess.Popen(
+                [postgres, "-D", str(self.data), "-p", str(self.port), "-k", str(self.dir),
+                 "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+                 "-c", "full_page_writes=off", "-c", "max_connections=200"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir,
+                preexec_fn=_child(self._user),
+            )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not self._ready():
+            if self._proc.poll() is not None:
+                log_text = (self.dir / "log").read_text(errors="replace")[-2000:]
+                raise ServerUnavailable(f"postgres exited ({self._proc.returncode}): {log_text}")
+            if time.monotonic() > deadline:
+                raise ServerUnavailable("postgres did not become ready in 60 s")
+            time.sleep(0.05)
+
+    def _ready(self) -> bool:
+        # What pg_ctl -w waits for: the status line of postmaster.pid says "ready".
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready"
 
     def url(self, database: str = "postgres", password: str | None = None) -> str:
         """A ``postgresql://`` URL of ``database`` on this server over TCP."""
@@ -101,12 +126,34 @@ class PgServer:
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown) and delete its directory."""
+        """Stop the server (immediate shutdown: nothing in it is kept) and delete its
+        directory."""
+        proc, self._proc = self._proc, None
         try:
-            if self.started:
-                self._run(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"])
-        except ServerUnavailable:
-            pass
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGQUIT)
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         finally:
-            self.started = False
             shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _child(user: tuple[int, int] | None) -> Callable[[], None]:
+    """What the server's process does before exec: become ``user`` (uid, gid), then
+    ask for SIGQUIT (immediate shutdown) when the test process dies (set after the
+    change of user, which would clear it)."""
+
+    def run() -> None:
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+    return run

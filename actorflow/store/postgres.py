@@ -193,7 +193,7 @@ class NotifyBell(InboxBell):
         return self._hearing
 
     def hear(self, hearing: bool) -> None:
-        """Say whether notifications reach the bell now (else the watcher polls fast)."""
+        """Say whether notifications reach the bell now (else each inbox read reads)."""
         self._hearing = hearing
 
     def close(self) -> None:
@@ -227,6 +227,7 @@ class PostgresStore:
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The connections reads and checkpoints use (:class:`StoreError` once closed)."""
         if self._pool is None:
             raise StoreError(f"{self.label} is not open")
         return self._pool
