@@ -411,11 +411,18 @@ class Runtime:
         definition = lookup(event)
         payload, error_text = self._payload(definition, value, error, cancelled)
         check_name(workflow_id, "an instance ID")
-        deliver = partial(
-            self._deliver,
-            workflow_id, definition.name, None, payload, error_text, cancelled, None, marks,
-        )  # fmt: skip
-        await self._in_call_order(deliver)
+        actor = self._directory.loaded.get(workflow_id)
+        if actor is not None and self._accepting is None:
+            # The hot path: a loaded instance and no send still being queued ahead of
+            # this one; offering it now keeps the call order (what _deliver would do).
+            name = definition.name
+            await actor.offer(name, None, payload, error_text, cancelled, None, marks)
+        else:
+            deliver = partial(
+                self._deliver,
+                workflow_id, definition.name, None, payload, error_text, cancelled, None, marks,
+            )  # fmt: skip
+            await self._in_call_order(deliver)
         _log.info("event.sent", workflow_id=workflow_id, name=definition.name)
 
     async def resolve(self, event_id: str, value: Any = None) -> None:

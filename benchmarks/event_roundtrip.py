@@ -2,7 +2,7 @@
 
 Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
      [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--max-loaded none|N]
-     [--json PATH]
+     [--repeat 1] [--gc-freeze] [--json PATH]
 
 Three measurements, each for actorflow and for same-run baselines:
 
@@ -20,6 +20,14 @@ compare actorflow with the group-commit baseline: burst events/s, and steady p50
 latency (baseline p50 / actorflow p50, so higher is better, 1.0 is parity).
 Targets (issue #13): burst and steady >= 0.25; single p50 < 0.2 ms (normal) and
 within 2x of the raw sqlite3 commit (full).
+
+Where the time goes, per event of each phase: ``cpu_us`` (CPU time of the process,
+every thread, so the store's too), ``gc_us`` (garbage collections), ``gen2`` (full
+collections: each walks every loaded instance's objects) and the checkpoints that ran
+(they stop commits meanwhile). The machine this runs on is usually shared: ``--repeat
+K`` runs K rounds and reports the median of each ratio (the tables show the last
+round). ``--gc-freeze``: ``gc.freeze()`` once the instances parked, as an application
+may (README, Performance).
 """
 
 from __future__ import annotations
@@ -28,21 +36,60 @@ import argparse
 import asyncio
 import gc
 import sqlite3
+import statistics
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import msgspec
-from _common import percentile, report, rss_bytes
+from _common import GcMeter, percentile, report, rss_bytes
 
 import actorflow as af
+from actorflow.host.commits import Commits
 
 wake = af.Event("bench.wake", int)
 resumed: dict[str, float] = {}
 Stats = dict[str, Any]
+checkpoints = [0, 0.0]  # how many the runtime made, and the seconds they took
+
+
+def count_checkpoints() -> None:
+    """Count the runtime's checkpoints and their time (they stop its commits meanwhile)."""
+    checkpoint = Commits.checkpoint
+
+    async def counted(self: Commits) -> None:
+        t0 = time.perf_counter()
+        await checkpoint(self)
+        checkpoints[0] += 1
+        checkpoints[1] += time.perf_counter() - t0
+
+    Commits.checkpoint = counted  # type: ignore[method-assign]
+
+
+class Phase:
+    """CPU time, collections and checkpoints of one measured phase, per event."""
+
+    def __init__(self, meter: GcMeter) -> None:
+        self._meter = meter
+        self._cpu = time.process_time()
+        self._gc = meter.snapshot()
+        self._checkpoints = list(checkpoints)
+
+    def stats(self, prefix: str, events: int) -> Stats:
+        """``prefix``_cpu_us (process CPU, all threads), _gc_us (collections), _gen2 (full
+        collections, in all) and _checkpoints (in all, with their seconds)."""
+        runs, seconds, _ = self._meter.snapshot()
+        return {
+            f"{prefix}_cpu_us": (time.process_time() - self._cpu) / events * 1e6,
+            f"{prefix}_gc_us": (seconds - self._gc[1]) / events * 1e6,
+            f"{prefix}_gen2": runs[2] - self._gc[0][2],
+            f"{prefix}_checkpoints": checkpoints[0] - self._checkpoints[0],
+            f"{prefix}_checkpoint_s": checkpoints[1] - self._checkpoints[1],
+        }
 
 
 @af.workflow(name="bench.roundtrip")
@@ -50,6 +97,9 @@ async def roundtrip(ctx: af.Context[None]) -> int:
     value = await ctx.wait_event(wake)
     resumed[ctx.workflow_id] = time.perf_counter()  # benchmark probe, not durable state
     return value
+
+
+COST_COLUMNS = ["cpu_us", "gc_us", "gen2", "checkpoints", "checkpoint_s"]
 
 
 def latency_stats(prefix: str, lat_ms: list[float]) -> Stats:
@@ -188,7 +238,7 @@ async def group_commit_mode(
 
     waiters = [loop.create_task(waiter(i)) for i in range(count)]
     await asyncio.sleep(0)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     if mode == "single":
         for i in range(count):
             await send(i)
@@ -201,6 +251,7 @@ async def group_commit_mode(
     await asyncio.gather(*waiters)
     elapsed = time.perf_counter() - t0
     stats = latency_stats(mode, [(woke[i] - sent[i]) * 1e3 for i in range(count)])
+    stats[f"{mode}_cpu_us"] = (time.process_time() - cpu0) / count * 1e6
     if mode == "burst":
         stats["burst_events_per_s"] = count / elapsed
     return stats
@@ -231,13 +282,16 @@ async def actorflow_run(
     steady: float | None,
     singles: int,
     max_loaded: int | None,
+    freeze: bool = False,
 ) -> Stats:
-    """n instances (plus ``singles`` for the single-event samples, and n more for the
-    steady mode) park on an event; then single sends, a burst, and a paced run."""
+    """n instances (plus ``singles`` for the single-event samples) park on an event;
+    then single sends, a burst, and (n more instances, parked after the burst) a paced
+    run: each with n instances parked. ``freeze``: ``gc.freeze()`` once they parked."""
     resumed.clear()
     gc.collect()
     rss0 = rss_bytes()
     stats: Stats = {}
+    meter = GcMeter()
     runtime = af.Runtime(path, durability=durability, max_loaded=max_loaded)  # type: ignore[arg-type]
     async with runtime as rt:
         t0 = time.perf_counter()
@@ -247,9 +301,10 @@ async def actorflow_run(
         gc.collect()
         stats["bytes_per_waiter"] = (rss_bytes() - rss0) / n
         single_ids = [f"s{i}" for i in range(singles)]
-        steady_ids = [f"r{i}" for i in range(n)] if steady is not None else []
-        for ids in (single_ids, steady_ids):
-            await asyncio.gather(*(rt.start(roundtrip, id=i) for i in ids))
+        await asyncio.gather(*(rt.start(roundtrip, id=i) for i in single_ids))
+        if freeze:
+            gc.freeze()
+        meter.start()
         sent_at: dict[str, float] = {}
 
         async def send(wf: str, value: int) -> None:
@@ -260,19 +315,27 @@ async def actorflow_run(
             return [(resumed[i] - sent_at[i]) * 1e3 for i in ids]
 
         # Single events first, with all of the others parked.
+        phase = Phase(meter)
         for i, wf in enumerate(single_ids):
             await send(wf, i)
             await rt.handle(wf).result()
         stats.update(latency_stats("single", lat(single_ids)))
+        stats.update(phase.stats("single", max(singles, 1)))
 
+        phase = Phase(meter)
         t1 = time.perf_counter()
         await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
         results = await asyncio.gather(*(h.result() for h in handles))
         stats["burst_events_per_s"] = n / (time.perf_counter() - t1)
+        stats.update(phase.stats("burst", n))
         assert results == list(range(n))
         stats.update(latency_stats("burst", lat(burst_ids)))
 
         if steady is not None:
+            steady_ids = [f"r{i}" for i in range(n)]
+            await asyncio.gather(*(rt.start(roundtrip, id=i) for i in steady_ids))
+            if freeze:
+                gc.freeze()
             rate = steady * stats["burst_events_per_s"]
 
             async def paced_send(i: int) -> None:
@@ -280,60 +343,120 @@ async def actorflow_run(
                 await rt.handle(steady_ids[i]).result()
 
             stats["steady_rate"] = rate
+            phase = Phase(meter)
             stats["steady_seconds"] = await paced(n, rate, paced_send)
+            stats.update(phase.stats("steady", n))
             stats.update(latency_stats("steady", lat(steady_ids)))
+    meter.stop()
+    if freeze:
+        gc.unfreeze()
     return stats
 
 
-async def run(args: argparse.Namespace) -> None:
-    synchronous = "FULL" if args.durability == "full" else "NORMAL"
-    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+async def traced_bytes(n: int) -> Stats:
+    """Python heap per parked instance (tracemalloc, in-memory store): what RSS holds
+    for each without the allocator's and SQLite's caches."""
+    async with af.Runtime(None, max_loaded=None) as rt:
+        await asyncio.gather(*(rt.start(roundtrip, id=f"warm{i}") for i in range(200)))
+        gc.collect()
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        await asyncio.gather(*(rt.start(roundtrip, id=f"t{i}") for i in range(n)))
+        await rt.checkpoint()
+        gc.collect()
+        traced = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+    return {"bytes_per_waiter": traced / n}
+
+
+async def measure(args: argparse.Namespace, synchronous: str) -> list[tuple[str, Stats]]:
+    """One round: every baseline and actorflow, each (name, stats)."""
     base = await futures_baseline(args.n)
     with tempfile.TemporaryDirectory() as tmp:
         flow = await actorflow_run(
             args.n, Path(tmp) / "bench.db", args.durability, args.steady, args.single,
-            args.max_loaded,
+            args.max_loaded, args.gc_freeze,
         )  # fmt: skip
         rate = flow.get("steady_rate")
         group = await group_commit_baseline(
             Path(tmp) / "group.db", synchronous, args.n, rate, args.single
         )
         raw = raw_commit_baseline(Path(tmp) / "raw.db", synchronous, max(args.single, 200))
-        memory = await actorflow_run(args.n, None, args.durability, None, 0, args.max_loaded)
+        memory = await actorflow_run(
+            args.n, None, args.durability, None, 0, args.max_loaded, args.gc_freeze
+        )
         memory.pop("bytes_per_waiter")  # the same objects as on SQLite; RSS noise here
-    columns = [
-        "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
-        "single_p50_ms", "single_p99_ms", "starts_per_s", "bytes_per_waiter",
-    ]  # fmt: skip
-    runs = [
+        traced = await traced_bytes(min(args.n, 5000))
+    return [
         ("asyncio futures (no durability)", base),
         (f"asyncio+sqlite3 group commit ({synchronous})", group),
         (f"raw sqlite3 commit ({synchronous})", raw),
         (f"actorflow sqlite ({args.durability})", flow),
         ("actorflow in memory", memory),
+        ("actorflow, Python heap only (tracemalloc)", traced),
     ]
-    rows = [{"run": name, **{c: stats.get(c) for c in columns}} for name, stats in runs]
-    ratios = {
+
+
+def ratios_of(runs: list[tuple[str, Stats]]) -> dict[str, float | None]:
+    """actorflow against the baselines of the same round (see the module docstring)."""
+    base, group, raw, flow = (stats for _, stats in runs[:4])
+    steady = flow.get("steady_p50_ms")
+    return {
         "burst_vs_group_commit": flow["burst_events_per_s"] / group["burst_events_per_s"],
-        "steady_p50_vs_group_commit": (
-            group["steady_p50_ms"] / flow["steady_p50_ms"] if rate is not None else None
-        ),
+        "steady_p50_vs_group_commit": group["steady_p50_ms"] / steady if steady else None,
+        "single_p50_vs_group_commit": flow["single_p50_ms"] / group["single_p50_ms"],
         "single_p50_vs_raw_commit": flow["single_p50_ms"] / raw["single_p50_ms"],
+        "burst_cpu_vs_group_commit": flow["burst_cpu_us"] / group["burst_cpu_us"],
         "burst_vs_futures": flow["burst_events_per_s"] / base["burst_events_per_s"],
         "bytes_vs_futures": flow["bytes_per_waiter"] / max(base["bytes_per_waiter"], 1),
+    }
+
+
+async def run(args: argparse.Namespace) -> None:
+    synchronous = "FULL" if args.durability == "full" else "NORMAL"
+    loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    rounds = []
+    first: list[tuple[str, Stats]] = []
+    for _ in range(args.repeat):
+        runs = await measure(args, synchronous)
+        rounds.append(ratios_of(runs))
+        first = first or runs
+    # RSS grows only in the first round: later ones reuse the memory it freed.
+    for (_, stats), (_, was) in zip(runs, first, strict=True):
+        stats["bytes_per_waiter"] = was.get("bytes_per_waiter")
+    for later in rounds[1:]:
+        later["bytes_vs_futures"] = rounds[0]["bytes_vs_futures"]
+    columns = [
+        "burst_events_per_s", "burst_p50_ms", "burst_p99_ms", "steady_p50_ms", "steady_p99_ms",
+        "single_p50_ms", "single_p99_ms", "starts_per_s", "bytes_per_waiter",
+    ]  # fmt: skip
+    rows = [{"run": name, **{c: stats.get(c) for c in columns}} for name, stats in runs]
+    # Where actorflow's time goes, per event of each phase (CPU: the process, all threads).
+    costs = [
+        {"run": name, "phase": phase, **{c: stats.get(f"{phase}_{c}") for c in COST_COLUMNS}}
+        for name, stats in runs[1:]
+        for phase in ("single", "burst", "steady")
+        if stats.get(f"{phase}_cpu_us") is not None
+    ]
+    # The ratios: the median of the rounds (the tables show the last round).
+    ratios = {
+        key: statistics.median(values) if (values := [r[key] for r in rounds if r[key]]) else None
+        for key in rounds[0]
     }
     extra = {
         "n": args.n,
         "max_loaded": args.max_loaded,
         "loop": loop_kind,
         "durability": args.durability,
-        "steady_rate_per_s": rate,
+        "steady_rate_per_s": runs[3][1].get("steady_rate"),
         "single_samples": args.single,
+        "gc_freeze": args.gc_freeze,
+        "rounds": len(rounds),
         **ratios,
         "targets": "burst/steady >= 0.25; single p50 < 0.2 ms (normal), <= 2x raw (full)",
     }
-    name = f"event_roundtrip-{loop_kind}-{args.durability}"
-    report(name, rows, extra, args.json)
+    name = f"event_roundtrip-{loop_kind}-{args.durability}" + ("-frozen" if args.gc_freeze else "")
+    report(name, rows, {"costs": costs, **extra, "each_round": rounds}, args.json, tables=[costs])
 
 
 def main() -> None:
@@ -350,8 +473,16 @@ def main() -> None:
         help="the runtime's max_loaded (default none: every instance stays loaded, so "
         "this measures the hot path; parked.py measures unloaded instances)",
     )
-    parser.add_argument("--json", default=None)
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the instances parked (an application's choice: the "
+        "collector then skips them)",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; the ratios are their median")
+    parser.add_argument("--json", "--out", dest="json", default=None)
     args = parser.parse_args()
+    count_checkpoints()
     if args.loop == "uvloop":
         import uvloop
 

@@ -84,3 +84,30 @@ def test_long_history_smoke(tmp_path: Path) -> None:
         "event_flat_1.5x", "checkpoint_flat_1.5x", "reopen_under_1s_at_largest",
         "load_under_1s_at_largest",
     }  # fmt: skip
+
+
+def test_event_roundtrip_smoke(tmp_path: Path) -> None:
+    found = run_benchmark(
+        "event_roundtrip.py", tmp_path / "rt.json", "--n", "200", "--single", "10", "--repeat", "2"
+    )
+    rows = {r["run"]: r for r in found["rows"]}  # type: ignore[attr-defined]
+    flow = rows["actorflow sqlite (normal)"]
+    for key in ("burst_events_per_s", "steady_p50_ms", "single_p50_ms", "bytes_per_waiter"):
+        assert positive(flow[key]), key
+    assert positive(rows["actorflow, Python heap only (tracemalloc)"]["bytes_per_waiter"])
+    assert found["rounds"] == 2 and len(found["each_round"]) == 2  # type: ignore[arg-type]
+    for key in ("burst_vs_group_commit", "steady_p50_vs_group_commit", "single_p50_vs_raw_commit"):
+        assert positive(found[key]), key
+    phases = {(c["run"], c["phase"]) for c in found["costs"]}  # type: ignore[attr-defined]
+    assert ("actorflow sqlite (normal)", "burst") in phases
+
+
+def test_chat_bot_smoke(tmp_path: Path) -> None:
+    found = run_benchmark(
+        "chat_bot.py", tmp_path / "chat.json", "--conversations", "5", "--messages", "3"
+    )
+    runs = [r["run"] for r in found["rows"]]  # type: ignore[attr-defined]
+    assert runs == ["asyncio bot + sqlite3 group commit", "actorflow examples/chat_bot.py"]
+    for row in found["rows"]:  # type: ignore[attr-defined]
+        assert positive(row["p50_ms"]) and row["p50_ms"] <= row["p99_ms"]
+    assert positive(found["p50_vs_baseline"])
