@@ -47,6 +47,7 @@ from actorflow.retention import FINISHED_STATES, Purged, purge, purge_statuses
 from actorflow.status import STATES, Status, Wait
 from actorflow.store.lock import owner_pid
 from actorflow.store.sqlite import SQLiteStore
+from actorflow.store.url import is_postgres_url, redact
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PENDING = 1, 2, 3
 MAX_PAYLOAD_TEXT = 1_048_576  # the runtime's default payload limit
@@ -454,6 +455,13 @@ def _report(args: argparse.Namespace, receipt: Receipt, text: str, code: int = 0
 
 
 def _run(args: argparse.Namespace) -> int:
+    target = args.db or os.environ.get("ACTORFLOW_DB")
+    # Shown without its password (``ui`` says so in its own words, without the URL).
+    if args.command != "ui" and isinstance(target, str) and is_postgres_url(target):
+        raise CommandError(
+            f"{redact(target)}: the command line reaches SQLite files only for now;"
+            " use the Python API (af.Runtime(url)) on PostgreSQL"
+        )
     if args.command == "demo":
         from actorflow.demo import main as demo
 

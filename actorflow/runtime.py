@@ -48,8 +48,10 @@ from actorflow.retention import (
     retention_seconds,
 )
 from actorflow.status import STATES, Status, status_of
-from actorflow.store import MemoryStore, SQLiteStore, Store
+from actorflow.store import Store
 from actorflow.store.base import InboxRow, Mark
+from actorflow.store.select import check_lease, store_for
+from actorflow.store.url import is_postgres_url, redact
 from actorflow.store.wake import InboxBell
 from actorflow.timers import TimerWheel
 from actorflow.tracing import TracerProvider, tracer_for
@@ -81,6 +83,11 @@ class Runtime:
     loaded (their coroutine in memory); the least recently active parked ones beyond it
     are unloaded and replayed when they have something to do (``None``: never unload).
     Which instances are loaded is invisible but for memory and :attr:`loaded`.
+    ``path`` may be a ``postgresql://user:password@host:port/db`` URL (also
+    ``postgres://``; extra ``actorflow[postgres]``): the same API on PostgreSQL, one
+    runtime per database for now. ``lease`` (seconds, above 0): how long another
+    runtime waits before taking over an instance of one that died; it means nothing
+    where one process owns the database file.
     """
 
     def __init__(
@@ -94,17 +101,21 @@ class Runtime:
         retention: float | timedelta | None = None,
         tracing: bool | TracerProvider = False,
         max_loaded: int | None = 10_000,
+        lease: float = 10.0,
     ) -> None:
         if durability not in ("normal", "full"):
             raise ValueError(f"durability must be 'normal' or 'full', got {durability!r}")
         _check_max_loaded(max_loaded)
-        self.path = None if path is None else os.fspath(path)
+        self.lease = check_lease(lease)
+        self._postgres = is_postgres_url(path)
+        # A URL is shown (logs, errors) without its password.
+        self.path = (
+            None if path is None else redact(str(path)) if self._postgres else os.fspath(path)
+        )
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.max_payload_bytes = max_payload_bytes
         self.retention = retention_seconds(retention)
-        self._store: Store = (
-            MemoryStore() if path is None else SQLiteStore(path, durability, self.clock.now)
-        )
+        self._store: Store = store_for(path, durability, self.clock.now, self.lease)
         self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
         self._directory = Directory(self._store, self.clock, self._resume, max_loaded)
@@ -156,7 +167,11 @@ class Runtime:
         began = time.perf_counter()
         snapshots = await self._store.open()
         # Listening before the first read: a request submitted after it rings the bell.
-        self._inbox_bell = InboxBell.listen(self.path)
+        # PostgreSQL's is rung by NOTIFY; SQLite's by a datagram beside the file.
+        store_bell = getattr(self._store, "inbox_bell", None)
+        self._inbox_bell: InboxBell = (
+            store_bell() if store_bell is not None else InboxBell.listen(self.path)
+        )
         self._timers = TimerWheel(self.clock)
         commits = self._commits
         self._writer = GroupWriter(
@@ -860,6 +875,8 @@ class Runtime:
         self._check_open()
         if self.path is None:
             raise StoreError("an in-memory runtime has no database file to back up")
+        if self._postgres:
+            raise StoreError("a PostgreSQL runtime has no database file to back up; use pg_dump")
         return await asyncio.to_thread(backup, self.path, out, force=force)
 
     async def _purge_before(

@@ -4,6 +4,7 @@ checkpoint, so that a checkpoint writes what changed and a load folds base + jou
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -34,7 +35,15 @@ from actorflow.store import MemoryStore, SQLiteStore, layout
 from actorflow.store.base import WORK_NOW, fold, wake_of
 from actorflow.store.sqlite import SCHEMA_VERSION
 
-Store = SQLiteStore | MemoryStore
+try:
+    from actorflow.store.postgres import PostgresStore
+except ImportError:  # without asyncpg its runs skip (and fail in CI): see conftest's pg_server
+
+    class PostgresStore:  # type: ignore[no-redef]
+        """Never made: the postgres runs need asyncpg."""
+
+
+Store = SQLiteStore | MemoryStore | PostgresStore
 
 
 class Driver:
@@ -73,15 +82,36 @@ def stored(store: Store, wf: str) -> tuple[bytes, list[bytes]]:
     """The base and journal rows of ``wf`` as the store holds them."""
     if isinstance(store, MemoryStore):
         return store._bases[wf], list(store._journals[wf])
+    if isinstance(store, PostgresStore):
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # off the test's loop
+            return pool.submit(asyncio.run, _pg_stored(store._url, wf)).result()
     with sqlite3.connect(store.path) as conn:
         (base,) = conn.execute("SELECT snapshot FROM bases WHERE id = ?", (wf,)).fetchone()
         rows = conn.execute("SELECT records FROM journal WHERE wf = ? ORDER BY seq", (wf,))
         return base, [r for (r,) in rows]
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+async def _pg_stored(url: str, wf: str) -> tuple[bytes, list[bytes]]:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        base = await conn.fetchval("SELECT snapshot FROM actorflow.bases WHERE id = $1", wf)
+        rows = await conn.fetch(
+            "SELECT records FROM actorflow.journal WHERE wf = $1 ORDER BY seq", wf
+        )
+        return base, [r[0] for r in rows]
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 async def store(request: pytest.FixtureRequest, db: Path) -> AsyncIterator[Store]:
-    made: Store = SQLiteStore(db) if request.param == "sqlite" else MemoryStore()
+    made: Store
+    if request.param == "postgres":
+        made = PostgresStore(request.getfixturevalue("pg_url"))
+    else:
+        made = SQLiteStore(db) if request.param == "sqlite" else MemoryStore()
     await made.open()
     yield made
     await made.close()
