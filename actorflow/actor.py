@@ -191,7 +191,7 @@ class Actor:
         self.task = self.loop.create_task(self._main(definition, args))
         self.task.add_done_callback(self._task_done)
         self.loop.run()
-        # Effects in log order; open_call may take the next one itself (see there).
+        # Effects in log order (code that parks may take the next one itself: parking).
         while self.phase is Phase.REPLAYING and self._replay_at < len(history):
             effect = history[self._replay_at]
             self._replay_at += 1
