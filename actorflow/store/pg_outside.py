@@ -18,10 +18,17 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
 
-import asyncpg
 import msgspec
 
 from actorflow.errors import ActorflowError, StoreError
+from actorflow.store.select import EXTRA
+
+try:
+    import asyncpg
+except ImportError:  # the import of this module fails with what to do, in one line
+    raise StoreError(
+        f"a postgresql:// URL needs asyncpg, which is not installed: {EXTRA}"
+    ) from None
 from actorflow.records import BATCH_DECODER, SNAPSHOT_DECODER, Snapshot
 from actorflow.store import layout, postgres
 from actorflow.store.base import fold
