@@ -7,6 +7,8 @@ or at its next start when none runs.
 When a runtime runs, a command waits briefly for its verdict and reports it (so a
 misspelt event or a payload of the wrong type fails the command); ``--wait`` waits
 until the runtime accepted or rejected the request, up to ``--timeout``.
+``--db`` (or ``$ACTORFLOW_DB``) names an SQLite file or a ``postgresql://`` URL, whose
+password never appears in the output (``backup`` and ``demo`` take files only).
 Errors are one line on stderr and a non-zero exit status: 1 for an error or a
 rejected request, 2 for a usage error, 3 for a request still pending after ``--wait``.
 """
@@ -28,7 +30,7 @@ import msgspec
 
 import actorflow
 from actorflow.backup import backup
-from actorflow.errors import ActorflowError, DatabaseLocked
+from actorflow.errors import ActorflowError, DatabaseLocked, StoreError
 from actorflow.events import check_name
 from actorflow.inbox import (
     CancelRequest,
@@ -45,6 +47,7 @@ from actorflow.log import configure_logging
 from actorflow.reader import Details, Reader
 from actorflow.retention import FINISHED_STATES, Purged, purge, purge_statuses
 from actorflow.status import STATES, Status, Wait
+from actorflow.store.base import Store
 from actorflow.store.lock import owner_pid
 from actorflow.store.sqlite import SQLiteStore
 from actorflow.store.url import is_postgres_url, redact
@@ -372,13 +375,32 @@ def _request(args: argparse.Namespace) -> Request:
             return NotifyRequest(list(args.topics))
 
 
-def _check_target(db: Path, request: Request) -> None:
+Target = Path | str
+"""A database: an SQLite file, or a ``postgresql://`` URL (a ``str``)."""
+
+
+def _label(db: Target) -> str:
+    """``db`` as messages name it: a URL without its password."""
+    return redact(db) if isinstance(db, str) else str(db)
+
+
+def _owner(db: Target) -> str | None:
+    """Who has ``db`` open ("process 123" on a file), or ``None`` if no runtime does."""
+    if isinstance(db, str):
+        from actorflow.store import pg_outside  # asyncpg: only for a URL
+
+        return "its runtime" if pg_outside.owner_running(db) else None
+    pid = owner_pid(db)
+    return None if pid is None else f"process {pid}"
+
+
+def _check_target(db: Target, request: Request) -> None:
     """Fail fast on what the runtime would reject for sure: an unknown or finished instance."""
     if not isinstance(request, SendRequest | CancelRequest):
         return
     snapshot = Reader(db).snapshots(request.instance).get(request.instance)
     if snapshot is None:
-        raise CommandError(f"no workflow instance with id {request.instance!r} in {db}")
+        raise CommandError(f"no workflow instance with id {request.instance!r} in {_label(db)}")
     if snapshot.finished and isinstance(request, SendRequest):
         raise CommandError(
             f"workflow instance {request.instance!r} has finished ({snapshot.status}); "
@@ -386,16 +408,26 @@ def _check_target(db: Path, request: Request) -> None:
         )
 
 
-def _purge_unowned(db: Path, request: PurgeRequest) -> Purged | None:
+def _purge_unowned(db: Target, request: PurgeRequest) -> Purged | None:
     """With no runtime on ``db``, purge it here, taking it over for the purge alone (the
     log is folded first, as at any open); ``None`` if a runtime took it meanwhile."""
 
     async def run() -> Purged | None:
-        store = SQLiteStore(db)
+        store: Store
+        if isinstance(db, str):
+            from actorflow.store.postgres import PostgresStore
+
+            store = PostgresStore(db)
+        else:
+            store = SQLiteStore(db)
         try:
             await store.open()
         except DatabaseLocked:
             return None
+        except StoreError:
+            if isinstance(db, str) and _owner(db) is not None:  # opened meanwhile
+                return None
+            raise
         try:
             before = time.time() - request.older_than
             statuses = purge_statuses(request.statuses)
@@ -410,39 +442,41 @@ async def _folded() -> None:
     """Opening the store folded the log into snapshots already: nothing left to fold."""
 
 
-def _deliver(db: Path, args: argparse.Namespace) -> int:
+def _deliver(db: Target, args: argparse.Namespace) -> int:
     request = _request(args)
     _check_target(db, request)
-    if isinstance(request, PurgeRequest) and owner_pid(db) is None:
+    label = _label(db)
+    if isinstance(request, PurgeRequest) and _owner(db) is None:
         purged = _purge_unowned(db, request)
         if purged is not None:  # seq 0: applied here, nothing was queued
-            return _report(args, Receipt(0, "accepted", str(purged)), f"{purged} in {db}")
+            return _report(args, Receipt(0, "accepted", str(purged)), f"{purged} in {label}")
     seq = submit(db, request)
     what = f"request #{seq} ({args.command})"
-    owner = owner_pid(db)
+    owner = _owner(db)
     if owner is None:
         if not args.wait:
             return _report(
                 args,
                 Receipt(seq, "pending", None),
-                f"{what} queued; it will be applied when a runtime starts on {db}",
+                f"{what} queued; it will be applied when a runtime starts on {label}",
             )
         return _report(
             args,
             Receipt(seq, "pending", "no runtime is running on this database"),
-            f"{what} queued; no runtime is running on {db}, so it will be applied when one starts",
+            f"{what} queued; no runtime is running on {label}, so it will be applied when one"
+            " starts",
             EXIT_PENDING,
         )
     found = wait_for_receipt(db, seq, args.timeout if args.wait else BRIEF_WAIT)
     if found.status == "accepted":
         said = f": {found.reason}" if found.reason else ""  # a purge says what it deleted
-        return _report(args, found, f"{what} accepted by process {owner}{said}")
+        return _report(args, found, f"{what} accepted by {owner}{said}")
     if found.status == "rejected":
         return _report(args, found, f"{what} rejected: {found.reason}", EXIT_ERROR)
     if not args.wait:
-        return _report(args, found, f"{what} queued; process {owner} has not decided it yet")
+        return _report(args, found, f"{what} queued; {owner} has not decided it yet")
     return _report(
-        args, found, f"{what} still pending after {args.timeout:g}s (process {owner})", EXIT_PENDING
+        args, found, f"{what} still pending after {args.timeout:g}s ({owner})", EXIT_PENDING
     )
 
 
@@ -456,11 +490,14 @@ def _report(args: argparse.Namespace, receipt: Receipt, text: str, code: int = 0
 
 def _run(args: argparse.Namespace) -> int:
     target = args.db or os.environ.get("ACTORFLOW_DB")
+    url = target if isinstance(target, str) and is_postgres_url(target) else None
     # Shown without its password (``ui`` says so in its own words, without the URL).
-    if args.command != "ui" and isinstance(target, str) and is_postgres_url(target):
+    if url is not None and args.command == "demo":
+        raise CommandError(f"{redact(url)}: the demo runs on an SQLite file; give --db FILE")
+    if url is not None and args.command == "backup":
         raise CommandError(
-            f"{redact(target)}: the command line reaches SQLite files only for now;"
-            " use the Python API (af.Runtime(url)) on PostgreSQL"
+            f"{redact(url)}: backup copies SQLite files; back up a PostgreSQL database"
+            " with pg_dump (pg_dump --schema=actorflow ...)"
         )
     if args.command == "demo":
         from actorflow.demo import main as demo
@@ -474,7 +511,7 @@ def _run(args: argparse.Namespace) -> int:
             raise CommandError(str(exc)) from None
         db_text = args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db"
         return serve_file(db_text, args.host, args.port)
-    db = Path(args.db or os.environ.get("ACTORFLOW_DB") or "actorflow.db")
+    db: Target = url if url is not None else Path(target or "actorflow.db")
     if args.command == "list":
         states = set(args.status) if args.status else None
         statuses = Reader(db).list(states, args.workflow)

@@ -22,7 +22,7 @@ import math
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
@@ -30,6 +30,7 @@ from actorflow.errors import ActorflowError, InvalidPayload
 from actorflow.events import describe_invalid
 from actorflow.store.base import InboxRow
 from actorflow.store.sqlite import connect_outside
+from actorflow.store.url import is_postgres_url
 from actorflow.store.wake import ring
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1_048_576
@@ -176,15 +177,9 @@ class Receipt(msgspec.Struct, frozen=True):
     reason: str | None
 
 
-def submit(
-    path: str | Path, request: Request, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-) -> int:
-    """Put ``request`` in the inbox of the database at ``path``; return its sequence number.
-
-    A payload or error text larger than ``max_payload_bytes`` (the runtime's default
-    unless given) raises :class:`InvalidPayload` and nothing is queued.
-    Once the request is committed, the owning runtime (if one runs) is woken to apply it.
-    """
+def encode_request(request: Request, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> bytes:
+    """The inbox row of ``request``; a payload or error text larger than
+    ``max_payload_bytes`` raises :class:`InvalidPayload`."""
     if isinstance(request, SendRequest | ResolveRequest):
         check_payload_size("the payload", request.payload, max_payload_bytes)
         check_payload_size("the error text", request.error, max_payload_bytes)
@@ -194,6 +189,25 @@ def submit(
             f"the request is {len(row)} bytes, over the limit of "
             f"{max_request_bytes(max_payload_bytes)}"
         )
+    return row
+
+
+def submit(
+    path: str | Path, request: Request, *, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> int:
+    """Put ``request`` in the inbox of the database at ``path`` (a file, or a
+    ``postgresql://`` URL); return its sequence number.
+
+    A payload or error text larger than ``max_payload_bytes`` (the runtime's default
+    unless given) raises :class:`InvalidPayload` and nothing is queued.
+    Once the request is committed, the owning runtime (if one runs) is woken to apply it.
+    Synchronous: not for a thread that runs an event loop when ``path`` is a URL.
+    """
+    row = encode_request(request, max_payload_bytes)
+    if is_postgres_url(path):
+        from actorflow.store import pg_outside  # asyncpg: only for a URL
+
+        return pg_outside.submit(str(path), row)
     conn = connect_outside(path)
     try:
         cur = conn.execute(
@@ -209,6 +223,8 @@ def submit(
 
 def receipt(path: str | Path, seq: int) -> Receipt:
     """The current state of inbox request ``seq``."""
+    if is_postgres_url(path):
+        return wait_for_receipt(path, seq, 0)
     conn = connect_outside(path)
     try:
         return _receipt(conn, path, seq)
@@ -217,7 +233,13 @@ def receipt(path: str | Path, seq: int) -> Receipt:
 
 
 def wait_for_receipt(path: str | Path, seq: int, timeout: float) -> Receipt:
-    """Poll request ``seq`` until a runtime decided it, or ``timeout`` seconds passed."""
+    """Poll request ``seq`` until a runtime decided it, or ``timeout`` seconds passed
+    (at ``path``: a file, or a ``postgresql://`` URL)."""
+    if is_postgres_url(path):
+        from actorflow.store import pg_outside  # asyncpg: only for a URL
+
+        status, reason = pg_outside.wait_for_receipt(str(path), seq, timeout)
+        return Receipt(seq, cast(Verdict, status), reason)
     deadline = time.monotonic() + timeout
     delay = 0.005
     conn = connect_outside(path)

@@ -4,6 +4,8 @@ A reader never takes ownership and never writes. It reads the instances' bases a
 journals and the write-ahead log tail in one read transaction (so a checkpoint
 running meanwhile cannot make it miss or double a record) and folds them the same
 way recovery does. What it sees is everything the owning runtime has committed.
+It reads an SQLite file or, given a ``postgresql://`` URL, a PostgreSQL database
+(:mod:`actorflow.store.pg_outside`), whose password it never shows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from actorflow.errors import ActorflowError, StoreError
 from actorflow.records import Outcome, Snapshot
 from actorflow.status import STATES, Status, status_of
 from actorflow.store.sqlite import connect_outside, read_committed
+from actorflow.store.url import is_postgres_url, redact
 
 _ANY = codec.decoder(Any)
 
@@ -56,15 +59,23 @@ def _decode(blob: bytes | None) -> Any:
 
 
 class Reader:
-    """A read-only view of the actorflow database at ``path``."""
+    """A read-only view of the actorflow database at ``path`` (a file, or a
+    ``postgresql://`` URL)."""
 
     def __init__(self, path: str | Path) -> None:
+        self.url = str(path) if is_postgres_url(path) else None
         self.path = Path(path)
+        self.label = redact(self.url) if self.url is not None else str(self.path)
+        """The database as messages name it (a URL without its password)."""
 
     def snapshots(self, instance_id: str | None = None, heads: bool = False) -> dict[str, Snapshot]:
         """Every instance (or just ``instance_id``) as committed: bases, journals and log
         tail (``heads``: those the log does not touch without their history, see
         :func:`~actorflow.store.sqlite.read_committed`)."""
+        if self.url is not None:
+            from actorflow.store import pg_outside  # asyncpg: only for a URL
+
+            return pg_outside.read_committed(self.url, instance_id, heads=heads)
         conn = connect_outside(self.path)
         try:
             return read_committed(conn, instance_id, heads=heads)
@@ -97,7 +108,7 @@ class Reader:
         """Everything about instance ``instance_id``; unknown ids are an error."""
         snapshot = self.snapshots(instance_id).get(instance_id)
         if snapshot is None:
-            raise ActorflowError(f"no workflow instance with id {instance_id!r} in {self.path}")
+            raise ActorflowError(f"no workflow instance with id {instance_id!r} in {self.label}")
         steps = [
             StepRecord(
                 seq=o.seq,

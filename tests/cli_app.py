@@ -1,8 +1,10 @@
 """An app process for the CLI tests: owns a database and runs workflows until stdin closes.
 
-Usage: python cli_app.py DB [--start]
+Usage: python cli_app.py DB [--start] [--flag=PATH]
 
-With ``--start`` it starts the fixed instances below (idempotent on their IDs). It
+DB is a file or a ``postgresql://`` URL. With ``--start`` it starts the fixed instances
+below (idempotent on their IDs); ``q1`` waits for the file PATH (default: DB with the
+suffix ``.flag``). It
 prints ``READY <pid>`` once open, then serves until its stdin is closed, then closes
 the runtime cleanly and prints ``CLOSED``.
 """
@@ -57,17 +59,19 @@ async def query_flow(ctx: af.Context[None], path: str) -> str:
     return str(await ctx.wait_for(flag_file, path, on=("files",)))
 
 
-async def main(db: str, start: bool) -> None:
+async def main(db: str, start: bool, flag: str) -> None:
     async with af.Runtime(db) as rt:
         if start:
             await rt.start(review, "doc-1", id="r1")
             await rt.start(review, "doc-2", id="r2")
             await rt.start(token_flow, id="t1")
-            await rt.start(query_flow, str(Path(db).with_suffix(".flag")), id="q1")
+            await rt.start(query_flow, flag, id="q1")
         print("READY", flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     print("CLOSED", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], "--start" in sys.argv[2:]))
+    flags = [a.partition("=")[2] for a in sys.argv[2:] if a.startswith("--flag=")]
+    default = str(Path(sys.argv[1]).with_suffix(".flag"))
+    asyncio.run(main(sys.argv[1], "--start" in sys.argv[2:], flags[0] if flags else default))

@@ -25,9 +25,10 @@ HERE = Path(__file__).parent
 class App:
     """The app process of tests/cli_app.py, owning the database while it runs."""
 
-    def __init__(self, db: Path, start: bool = True) -> None:
+    def __init__(self, db: Path | str, start: bool = True, *extra: str) -> None:
         self.db = db
         argv = [sys.executable, str(HERE / "cli_app.py"), str(db)] + ["--start"] * start
+        argv += extra
         self.proc = subprocess.Popen(
             argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
@@ -54,7 +55,7 @@ def app(db: Path) -> Iterator[App]:
         running.stop()
 
 
-def run(db: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(db: Path | str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``actorflow --db DB ARGS...`` as a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "actorflow", "--db", str(db), *args],
@@ -65,14 +66,14 @@ def run(db: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedP
     )
 
 
-def show(db: Path, instance: str) -> dict[str, Any]:
+def show(db: Path | str, instance: str) -> dict[str, Any]:
     done = run(db, "show", instance, "--json")
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
-def wait_state(db: Path, instance: str, state: str) -> dict[str, Any]:
+def wait_state(db: Path | str, instance: str, state: str) -> dict[str, Any]:
     deadline = time.monotonic() + 10
     while True:
         found = show(db, instance)

@@ -320,9 +320,9 @@ async def test_the_password_is_never_shown(
     assert "recovery.done" in out.out + out.err  # the log did say things
     for text in shown:
         assert PASSWORD not in text
-    # The CLI refuses a URL it cannot serve yet, without quoting the password.
+    # The CLI refuses a command it cannot serve on a URL, without quoting the password.
     cli = subprocess.run(
-        [sys.executable, "-m", "actorflow", "list", "--db", url],
+        [sys.executable, "-m", "actorflow", "backup", "out.db", "--db", url],
         capture_output=True,
         text=True,
         timeout=60,
