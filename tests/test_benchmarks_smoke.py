@@ -111,3 +111,15 @@ def test_chat_bot_smoke(tmp_path: Path) -> None:
     for row in found["rows"]:  # type: ignore[attr-defined]
         assert positive(row["p50_ms"]) and row["p50_ms"] <= row["p99_ms"]
     assert positive(found["p50_vs_baseline"])
+
+
+def test_long_conversation_smoke(tmp_path: Path) -> None:
+    found = run_benchmark("long_conversation.py", tmp_path / "talk.json", "--quick")
+    rows = found["rows"]
+    assert isinstance(rows, list) and len(rows) == 10
+    assert [r["messages"] for r in rows] == list(range(500, 5_001, 500))
+    assert rows[-1]["run"] == 11  # a new run every 500 messages
+    for row in rows:
+        for key in ("us_per_message", "rss_mb", "gc_objects", "file_kb", "us_per_message_ratio"):
+            assert positive(row[key]), (row["messages"], key, row[key])
+    assert set(found["flat_within_1.5x"]) == {"us_per_message", "rss_mb", "gc_objects", "file_kb"}  # type: ignore[arg-type]
