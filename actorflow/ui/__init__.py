@@ -36,7 +36,8 @@ def app(runtime: Runtime, *, token: str | None = None) -> UI:
 
 
 def file_app(path: str, *, token: str | None = None) -> UI:
-    """The page for the database file at ``path``, owned by another process or none."""
+    """The page for the database at ``path`` (a file, or a ``postgresql://`` URL), owned
+    by another process or none."""
     return UI(FileSource(path), token=token)
 
 
