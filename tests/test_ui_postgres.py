@@ -19,10 +19,20 @@ from urllib.parse import unquote_plus
 import httpx
 import pytest
 
+from tests.conftest import CI
 from tests.test_cli import App, run, wait_state
 from tests.test_cli_postgres import PASSWORD, inbox, start_app, with_password
-from tests.test_ui_cli import ROOT
 
+try:
+    import asyncpg
+except ImportError:  # in CI a failure (the import error), elsewhere a skip saying why
+    if CI:
+        raise
+    pytest.skip(
+        "asyncpg is not installed (pip install 'actorflow[postgres]')", allow_module_level=True
+    )
+
+ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -138,3 +148,28 @@ def test_a_database_without_actorflow_fails_in_one_line(url: str) -> None:
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "holds no actorflow schema" in done.stderr
     assert "postgresql://postgres:***@" in done.stderr and PASSWORD not in done.stderr
+
+
+async def test_the_watcher_notices_a_purge_that_bypasses_the_log(url: str, tmp_path: Path) -> None:
+    from actorflow.ui.pg_watch import PgWatch
+
+    await asyncio.to_thread(lambda: start_app(url, tmp_path).stop())  # closed: checkpointed
+    watch = PgWatch(url)
+    try:
+        assert not await watch.moved()  # the first look takes the baseline
+        assert not await watch.moved()
+        conn = await asyncpg.connect(url)
+        try:  # what retention does: rows deleted, nothing appended to the log or inbox
+            assert await conn.execute("DELETE FROM actorflow.instances WHERE id = 'r1'") == (
+                "DELETE 1"
+            )
+        finally:
+            await conn.close()
+        for _ in range(400):  # the server's statistics count it within seconds
+            if await watch.moved():
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the deletion was not noticed")
+    finally:
+        await watch.close()

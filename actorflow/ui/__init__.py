@@ -3,9 +3,9 @@
 Installed with the extra ``actorflow[ui]`` (Starlette and uvicorn). Two ways to run it:
 
 - ``actorflow ui --db FILE_OR_URL``: a page beside whatever process owns the database
-  (a file, or a ``postgresql://`` URL); it reads
-  as ``actorflow list`` / ``show`` do and acts through the inbox, so the owner
-  validates each request and the page shows its verdict.
+  (a file, or a ``postgresql://`` URL); it reads as ``actorflow list`` / ``show`` do
+  and acts through the inbox, so the owner validates each request and the page shows
+  its verdict.
 - ``actorflow.ui.app(runtime)``: an ASGI app an asyncio web app mounts beside its own
   routes (``starlette_app.mount("/flows", ui)``), serving that runtime in-process.
 

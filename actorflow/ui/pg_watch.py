@@ -4,9 +4,11 @@ The runtime does not ``NOTIFY`` on its commits (only a request written to the in
 rings its owner), so the page asks, on one connection kept open, for a few numbers
 that move whenever something it shows may have changed: the last record of the log
 (every commit appends one; a checkpoint empties it), the last journal record (a
-checkpoint appends there), how many instances there are (a purge removes some) and
-the last inbox request with how many still wait (a request sent or decided). All but
-the count are index look-ups.
+checkpoint appends there), the last inbox request with how many still wait (a request
+sent or decided), and how many instances were ever deleted, from the server's
+statistics (a purge by retention; counted when the server flushes its statistics,
+within seconds). Index look-ups only: counting the instances instead would cost a
+scan of them each time (about 10 ms per look at 100,000 instances).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from actorflow.store import postgres
 FINGERPRINT = (
     "SELECT (SELECT coalesce(max(seq), 0) FROM wal),"
     " (SELECT coalesce(max(seq), 0) FROM journal),"
-    " (SELECT count(*) FROM instances),"
     " (SELECT coalesce(max(seq), 0) FROM inbox),"
-    " (SELECT count(*) FROM inbox WHERE status = 'pending')"
+    " (SELECT count(*) FROM inbox WHERE status = 'pending'),"
+    " (SELECT n_tup_del FROM pg_stat_user_tables WHERE relid = 'instances'::regclass)"
 )
 """One row of numbers that moves whenever something the page shows may have changed."""
 CONNECT_TIMEOUT = 10.0  # seconds one attempt to (re)connect may take
