@@ -491,7 +491,7 @@ def _report(args: argparse.Namespace, receipt: Receipt, text: str, code: int = 0
 def _run(args: argparse.Namespace) -> int:
     target = args.db or os.environ.get("ACTORFLOW_DB")
     url = target if isinstance(target, str) and is_postgres_url(target) else None
-    # Shown without its password (``ui`` says so in its own words, without the URL).
+    # Shown without its password (``ui`` too: its banner names the URL redacted).
     if url is not None and args.command == "demo":
         raise CommandError(f"{redact(url)}: the demo runs on an SQLite file; give --db FILE")
     if url is not None and args.command == "backup":

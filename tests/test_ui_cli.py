@@ -70,11 +70,11 @@ async def test_actorflow_ui_prints_a_tokened_link_and_refuses_requests_without_i
 @pytest.mark.parametrize(
     ("db", "message"),
     [
-        ("postgresql://user:secret@localhost/app", "reads database files only for now"),
+        ("mysql://user:secret@localhost/app", "not a mysql:// URL"),
         ("missing.db", "does not exist"),
     ],
 )
-def test_actorflow_ui_fails_in_one_line_on_a_url_or_a_missing_file(
+def test_actorflow_ui_fails_in_one_line_on_a_foreign_url_or_a_missing_file(
     tmp_path: Path, db: str, message: str
 ) -> None:
     done = subprocess.run(

@@ -2,9 +2,10 @@
 
 Installed with the extra ``actorflow[ui]`` (Starlette and uvicorn). Two ways to run it:
 
-- ``actorflow ui --db FILE``: a page beside whatever process owns the file; it reads
-  as ``actorflow list`` / ``show`` do and acts through the inbox, so the owner
-  validates each request and the page shows its verdict.
+- ``actorflow ui --db FILE_OR_URL``: a page beside whatever process owns the database
+  (a file, or a ``postgresql://`` URL); it reads as ``actorflow list`` / ``show`` do
+  and acts through the inbox, so the owner validates each request and the page shows
+  its verdict.
 - ``actorflow.ui.app(runtime)``: an ASGI app an asyncio web app mounts beside its own
   routes (``starlette_app.mount("/flows", ui)``), serving that runtime in-process.
 
@@ -36,7 +37,8 @@ def app(runtime: Runtime, *, token: str | None = None) -> UI:
 
 
 def file_app(path: str, *, token: str | None = None) -> UI:
-    """The page for the database file at ``path``, owned by another process or none."""
+    """The page for the database at ``path`` (a file, or a ``postgresql://`` URL), owned
+    by another process or none."""
     return UI(FileSource(path), token=token)
 
 

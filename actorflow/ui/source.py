@@ -3,7 +3,8 @@
 Two sources answer the same questions. :class:`LiveSource` is the runtime the page runs
 in (``actorflow.ui.app(runtime)``): it reads with ``rt.list`` / ``status`` and acts with
 ``rt.send`` / ``resolve`` / ``reject`` / ``cancel``. :class:`FileSource` is a database
-file some other process owns (``actorflow ui --db FILE``): it reads through
+file (or a ``postgresql://`` URL) some other process owns (``actorflow ui --db FILE``):
+it reads through
 :class:`~actorflow.reader.Reader`, as ``actorflow list`` / ``show`` do, and acts through
 the inbox, as ``actorflow send --wait`` does, so that the owner validates and its
 verdict is what the page shows. Both raise :class:`ActorflowError` with a one-line
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -35,13 +36,16 @@ from actorflow.inbox import (
 from actorflow.reader import Details, Reader
 from actorflow.runtime import Runtime
 from actorflow.status import Status
-from actorflow.store.lock import owner_pid
 from actorflow.store.sqlite import connect_outside
+from actorflow.store.url import is_postgres_url, redact
+
+if TYPE_CHECKING:
+    from actorflow.ui.pg_watch import PgWatch
 
 UNKNOWN_TYPE = object()
 """What :meth:`Source.event_type` returns when the page cannot know an event's type."""
 VERDICT_WAIT = 10.0  # seconds an action waits for the owning runtime's verdict
-WATCH_EVERY = 0.25  # seconds between two looks at a file's PRAGMA data_version
+WATCH_EVERY = 0.25  # seconds between two looks at a file's data_version (or a fingerprint)
 
 
 class Action(msgspec.Struct, frozen=True):
@@ -158,19 +162,21 @@ def _payload_value(text: str | None, max_payload_bytes: int) -> Any:
 
 
 class FileSource:
-    """A database file that another process owns (or none does): read, and the inbox."""
+    """A database file (or a ``postgresql://`` URL) that another process owns (or none
+    does): read, and the inbox. A URL is shown without its password."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.label = str(path)
+        self.db: str | Path = str(path) if is_postgres_url(path) else Path(path)
+        self.label = redact(str(path)) if isinstance(self.db, str) else str(path)
         self._watch: sqlite3.Connection | None = None
         self._version: object = None
+        self._pg: PgWatch | None = None
 
     async def list(self) -> list[Status]:
-        return await asyncio.to_thread(Reader(self.path).list)
+        return await asyncio.to_thread(Reader(self.db).list)
 
     async def show(self, instance_id: str) -> Details:
-        return await asyncio.to_thread(Reader(self.path).show, instance_id)
+        return await asyncio.to_thread(Reader(self.db).show, instance_id)
 
     def event_type(self, name: str) -> Any:
         return UNKNOWN_TYPE  # the owner's code is not loaded here; it validates
@@ -180,27 +186,36 @@ class FileSource:
 
     def _deliver(self, action: Action) -> str:
         # The cli's own checks and inbox calls, so the page fails exactly as `actorflow send`.
-        from actorflow.cli import CommandError, _check_target
+        from actorflow.cli import CommandError, _check_target, _owner
 
         request = _request(action)
         _payload_value(action.payload, DEFAULT_MAX_PAYLOAD_BYTES)  # bad JSON fails here
         try:
-            _check_target(self.path, request)
+            _check_target(self.db, request)
         except CommandError as exc:
             raise ActorflowError(str(exc)) from None
-        seq = submit(self.path, request)
+        seq = submit(self.db, request)
         what = f"request #{seq} ({action.kind})"  # the CLI's words for the same verdicts
-        owner = owner_pid(self.path)
+        owner = _owner(self.db)
         if owner is None:
-            return f"{what} queued; it will be applied when a runtime starts on {self.path}"
-        found = wait_for_receipt(self.path, seq, VERDICT_WAIT)
+            return f"{what} queued; it will be applied when a runtime starts on {self.label}"
+        found = wait_for_receipt(self.db, seq, VERDICT_WAIT)
         if found.status == "rejected":
             raise ActorflowError(f"{what} rejected: {found.reason}")
         if found.status == "pending":
-            return f"{what} queued; process {owner} has not decided it yet"
-        return f"{what} accepted by process {owner}"
+            return f"{what} queued; {owner} has not decided it yet"
+        return f"{what} accepted by {owner}"
 
     async def changed(self) -> None:
+        if isinstance(self.db, str):
+            # PostgreSQL: no NOTIFY on commits, so a cheap fingerprint, polled.
+            if self._pg is None:
+                from actorflow.ui.pg_watch import PgWatch  # asyncpg: only for a URL
+
+                self._pg = PgWatch(self.db)
+            while not await self._pg.moved():
+                await asyncio.sleep(WATCH_EVERY)
+            return
         # One cheap PRAGMA on the event loop's thread (a sqlite3 connection stays on the
         # thread that made it); it only moves when another connection commits.
         while not self._moved():
@@ -208,9 +223,10 @@ class FileSource:
 
     def _moved(self) -> bool:
         """Whether another connection committed since the last look (``data_version``)."""
+        assert isinstance(self.db, Path)
         try:
             if self._watch is None:
-                self._watch = connect_outside(self.path)
+                self._watch = connect_outside(self.db)
             version = self._watch.execute("PRAGMA data_version").fetchone()[0]
         except (sqlite3.Error, StoreError):
             self.close()
@@ -220,7 +236,7 @@ class FileSource:
         return moved
 
     def close(self) -> None:
-        """Close the watching connection (it reopens on the next look)."""
+        """Close the watching connection of a file (it reopens on the next look)."""
         watch, self._watch = self._watch, None
         if watch is not None:
             watch.close()
