@@ -70,6 +70,7 @@ from actorflow.store.base import (
     waits_on_query,
     wake_of,
 )
+from actorflow.store.batch import TurnBatch
 from actorflow.store.url import redact, scrub
 from actorflow.store.wake import InboxBell
 from actorflow.workflow import lookup as lookup_workflow
@@ -219,8 +220,7 @@ class PostgresStore:
         self._log_lock = asyncio.Lock()
         self._bell = NotifyBell()
         self._notified = True  # the first read of the inbox reads it
-        self._loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]] = {}
-        self._reads: set[asyncio.Task[None]] = set()
+        self._loads = TurnBatch(self._read_stored, self._read_stopped)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.label!r})"
@@ -667,42 +667,22 @@ class PostgresStore:
     async def load(self, instance_id: str) -> Snapshot | None:
         """The checkpointed snapshot of ``instance_id`` (its base and journal), if any.
         The loads asked for in one loop turn are read together."""
-        found = self._loads.get(instance_id)
-        if found is None:
-            loop = asyncio.get_running_loop()
-            if not self._loads:
-                loop.call_soon(self._read_loads)
-            found = self._loads[instance_id] = loop.create_future()
-        rows = await asyncio.shield(found)
+        rows = await self._loads.get(instance_id)
         if rows is None:
             return None
-        with self._failing("could not read"):
+        with self._failing(
+            "could not read"
+        ):  # each caller decodes its own copy: callers may change it
             return layout.restore(*rows)
 
-    def _read_loads(self) -> None:
-        loads, self._loads = self._loads, {}
-        task = asyncio.get_running_loop().create_task(self._read_snapshots(loads))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+    async def _read_stored(
+        self, ids: Collection[str]
+    ) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
+        with self._failing("could not read"):
+            return await self._stored(ids)
 
-    async def _read_snapshots(
-        self, loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]]
-    ) -> None:
-        try:
-            with self._failing("could not read"):
-                blobs = await self._stored(loads)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else StoreError(f"{self.label}: read stopped")
-            for future in loads.values():
-                if not future.done():
-                    future.set_exception(error)
-                    future.exception()  # retrieved: a cancelled caller does not warn
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for instance_id, future in loads.items():
-            if not future.done():
-                future.set_result(blobs.get(instance_id))
+    def _read_stopped(self) -> StoreError:
+        return StoreError(f"{self.label}: read stopped")
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each checkpointed instance among ``instance_ids``."""

@@ -11,7 +11,6 @@ schema) raises :class:`StoreError` before a single byte of it is changed.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import contextlib
 import os
@@ -44,6 +43,7 @@ from actorflow.store.base import (
     waits_on_query,
     wake_of,
 )
+from actorflow.store.batch import TurnBatch
 from actorflow.store.files import DatabaseFile, hold, let_go
 from actorflow.store.lock import OwnerLock
 from actorflow.workflow import lookup as lookup_workflow
@@ -234,8 +234,7 @@ class SQLiteStore:
         self._data_version: object = None
         # load() calls of one loop turn, by id, read together by one query (a thread hop
         # per instance would cap how fast unloaded instances come back).
-        self._loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]] = {}
-        self._reads: set[asyncio.Task[None]] = set()
+        self._loads = TurnBatch(self._read_stored, self._read_stopped)
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -503,43 +502,21 @@ class SQLiteStore:
     async def load(self, instance_id: str) -> Snapshot | None:
         """The checkpointed snapshot of ``instance_id`` (its base and journal), if any.
         The loads asked for in one loop turn are read together."""
-        found = self._loads.get(instance_id)
-        if found is None:
-            if not self._loads:
-                asyncio.get_running_loop().call_soon(self._read_loads)
-            found = self._loads[instance_id] = asyncio.get_running_loop().create_future()
-        # Shielded: one caller cancelled leaves the read to the others. Each decodes its
-        # own copy, as callers may change what they get.
-        rows = await asyncio.shield(found)
+        rows = await self._loads.get(instance_id)
         if rows is None:
             return None
+        # Each caller decodes its own copy: callers may change what they get.
         with self._reading():
             return layout.restore(*rows)
 
-    def _read_loads(self) -> None:
-        loads, self._loads = self._loads, {}
-        task = asyncio.get_running_loop().create_task(self._read_snapshots(loads))
-        self._reads.add(task)
-        task.add_done_callback(self._reads.discard)
+    async def _read_stored(
+        self, ids: Collection[str]
+    ) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
+        with self._reading():
+            return await self._stored(ids)
 
-    async def _read_snapshots(
-        self, loads: dict[str, asyncio.Future[tuple[bytes, builtins.list[bytes]] | None]]
-    ) -> None:
-        try:
-            with self._reading():
-                blobs = await self._stored(loads)
-        except BaseException as exc:
-            error = exc if isinstance(exc, Exception) else StoreError(f"{self.path}: read stopped")
-            for future in loads.values():
-                if not future.done():
-                    future.set_exception(error)
-                    future.exception()  # retrieved: a cancelled caller does not warn
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for instance_id, future in loads.items():
-            if not future.done():
-                future.set_result(blobs.get(instance_id))
+    def _read_stopped(self) -> StoreError:
+        return StoreError(f"{self.path}: read stopped")
 
     async def workflows_of(self, instance_ids: Collection[str]) -> dict[str, str]:
         """The workflow name of each checkpointed instance among ``instance_ids``."""
