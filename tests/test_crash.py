@@ -60,13 +60,19 @@ def test_kill_9_loses_nothing_and_repeats_no_stored_step(tmp_path: Path, slack: 
     print(f"survived {kills} kills")
     assert kills >= 3, "the child finished before it could be killed often enough"
 
-    results = json.loads((tmp_path / "results.json").read_text())
+    check_results(tmp_path)
+
+
+def check_results(workdir: Path) -> None:
+    """After the child finished: every instance took every ping (each acknowledged one
+    among them), and no step whose result was stored ran again."""
+    results = json.loads((workdir / "results.json").read_text())
     assert len(results) == INSTANCES
     runs: dict[str, list[str]] = {}
-    for line in (tmp_path / "steps.log").read_text().splitlines():
+    for line in (workdir / "steps.log").read_text().splitlines():
         instance, nonce = line.split()
         runs.setdefault(instance, []).append(nonce)
-    acked = {tuple(line.split()) for line in (tmp_path / "acks.log").read_text().splitlines()}
+    acked = {tuple(line.split()) for line in (workdir / "acks.log").read_text().splitlines()}
     for instance, result in results.items():
         assert result["got"] == list(range(PINGS)), (instance, result)
         first = [n for n in runs[instance] if n.startswith("a-")]

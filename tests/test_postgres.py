@@ -5,7 +5,6 @@ inbox woken by NOTIFY, and a URL's password kept out of every message."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import subprocess
@@ -22,7 +21,7 @@ from actorflow.inbox import SendRequest
 from actorflow.store.url import is_postgres_url, redact, scrub
 from tests.conftest import CI
 from tests.pg_server import PgServer
-from tests.test_crash import INSTANCES, PINGS, run_child
+from tests.test_crash import check_results, run_child
 
 try:
     import asyncpg
@@ -113,21 +112,7 @@ def test_kill_9_loses_nothing_and_repeats_no_stored_step(pg_url: str, tmp_path: 
         kills += 1
     assert run_child(pg_url, tmp_path, None)  # type: ignore[arg-type]
     assert kills >= 3, "the child finished before it could be killed often enough"
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert len(results) == INSTANCES
-    runs: dict[str, list[str]] = {}
-    for line in (tmp_path / "steps.log").read_text().splitlines():
-        instance, nonce = line.split()
-        runs.setdefault(instance, []).append(nonce)
-    acked = {tuple(line.split()) for line in (tmp_path / "acks.log").read_text().splitlines()}
-    for instance, result in results.items():
-        assert result["got"] == list(range(PINGS)), (instance, result)
-        first = [n for n in runs[instance] if n.startswith("a-")]
-        last = [n for n in runs[instance] if n.startswith("b-")]
-        assert first[-1] == result["first"], f"{instance}: step a ran after its result was stored"
-        assert last[-1] == result["last"], f"{instance}: step b ran after its result was stored"
-    for instance, k in acked:
-        assert int(k) in results[instance]["got"]
+    check_results(tmp_path)
 
 
 # -- the schema is actorflow's --------------------------------------------------------
