@@ -56,6 +56,8 @@ class Handle(Generic[R]):
         if held is not None:
             raise held
         found = await rt._lookup(self.id)
+        if found is None and rt._elsewhere is not None:  # another runtime runs it
+            found = await rt._reading(rt._elsewhere.result(self.id, limit))
         if found is None:
             raise ActorflowError(f"no workflow instance with id {self.id!r}")
         snapshot = found

@@ -78,7 +78,23 @@ class PurgeRequest(msgspec.Struct, tag="purge"):
     statuses: list[str] | None = None
 
 
-Request = SendRequest | ResolveRequest | CancelRequest | NotifyRequest | PurgeRequest
+class ForwardRequest(msgspec.Struct, tag="forward"):
+    """An event that another runtime of a shared database accepted for an instance this
+    one runs: checked and encoded there (``payload`` is its stored encoding), offered
+    here as the sender's ``rt.send`` / ``resolve`` / ``reject`` would have."""
+
+    event: str
+    instance: str
+    token: str | None = None
+    payload: bytes | None = None
+    error: str | None = None
+    cancelled: bool = False
+    created_at: float | None = None
+
+
+Request = (
+    SendRequest | ResolveRequest | CancelRequest | NotifyRequest | PurgeRequest | ForwardRequest
+)
 """Anything the inbox carries."""
 
 REQUEST_DECODER = msgspec.json.Decoder(Request)
@@ -207,7 +223,9 @@ def submit(
     if is_postgres_url(path):
         from actorflow.store import pg_outside  # asyncpg: only for a URL
 
-        return pg_outside.submit(str(path), row)
+        target = request.instance if isinstance(request, SendRequest | CancelRequest) else None
+        token = request.token if isinstance(request, ResolveRequest) else None
+        return pg_outside.submit(str(path), row, target, token)
     conn = connect_outside(path)
     try:
         cur = conn.execute(

@@ -109,23 +109,28 @@ class Reader:
         snapshot = self.snapshots(instance_id).get(instance_id)
         if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {instance_id!r} in {self.label}")
-        steps = [
-            StepRecord(
-                seq=o.seq,
-                name=o.name,
-                finished_at=to_datetime(o.at),
-                result=_decode(o.value),
-                error=None if o.error is None else f"{o.error.type}: {o.error.message}",
-            )
-            for o in snapshot.history
-            if isinstance(o, Outcome) and o.kind == "step"
-        ]
-        error = snapshot.error
-        return Details(
-            status=status_of(snapshot),
-            args=[_decode(a) for a in snapshot.args],
-            state=_decode(snapshot.state),
-            result=_decode(snapshot.result),
-            traceback=error.traceback or None if error is not None else None,
-            steps=steps,
+        return details_of(snapshot)
+
+
+def details_of(snapshot: Snapshot) -> Details:
+    """Everything about the instance of ``snapshot``, as ``actorflow show`` prints it."""
+    steps = [
+        StepRecord(
+            seq=o.seq,
+            name=o.name,
+            finished_at=to_datetime(o.at),
+            result=_decode(o.value),
+            error=None if o.error is None else f"{o.error.type}: {o.error.message}",
         )
+        for o in snapshot.history
+        if isinstance(o, Outcome) and o.kind == "step"
+    ]
+    error = snapshot.error
+    return Details(
+        status=status_of(snapshot),
+        args=[_decode(a) for a in snapshot.args],
+        state=_decode(snapshot.state),
+        result=_decode(snapshot.result),
+        traceback=error.traceback or None if error is not None else None,
+        steps=steps,
+    )

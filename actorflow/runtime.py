@@ -23,9 +23,11 @@ from actorflow.handle import Handle
 from actorflow.host.commits import Commits
 from actorflow.host.directory import Directory
 from actorflow.host.executor import Executor
+from actorflow.host.peers import Elsewhere, RuntimePeers, SharedStore
 from actorflow.host.writer import GroupWriter
 from actorflow.inbox import (
     CancelRequest,
+    ForwardRequest,
     NotifyRequest,
     PurgeRequest,
     ResolveRequest,
@@ -38,7 +40,7 @@ from actorflow.inbox import (
 )
 from actorflow.log import logger as _log
 from actorflow.loop import host_loop
-from actorflow.records import CancelRequested, EventSent, Record, Snapshot, Started
+from actorflow.records import CancelRequested, EventSent, Record, Snapshot, Started, new_snapshot
 from actorflow.retention import (
     FINISHED_STATES,
     Purged,
@@ -84,10 +86,11 @@ class Runtime:
     are unloaded and replayed when they have something to do (``None``: never unload).
     Which instances are loaded is invisible but for memory and :attr:`loaded`.
     ``path`` may be a ``postgresql://user:password@host:port/db`` URL (also
-    ``postgres://``; extra ``actorflow[postgres]``): the same API on PostgreSQL, one
-    runtime per database for now. ``lease`` (seconds, above 0): how long another
-    runtime waits before taking over an instance of one that died; it means nothing
-    where one process owns the database file.
+    ``postgres://``; extra ``actorflow[postgres]``): the same API on PostgreSQL, where
+    several runtimes (processes, machines) share one database. Each runs the instances
+    it started; any reaches any instance. ``lease`` (seconds, above 0, real time): how
+    long the others wait before taking over the instances of a runtime that died; it
+    means nothing where one process owns the database file.
     """
 
     def __init__(
@@ -116,6 +119,11 @@ class Runtime:
         self.max_payload_bytes = max_payload_bytes
         self.retention = retention_seconds(retention)
         self._store: Store = store_for(path, durability, self.clock.now, self.lease)
+        # A store other runtimes share: instances they run are reached through it.
+        self._shared = self._store if isinstance(self._store, SharedStore) else None
+        self._elsewhere = (
+            None if self._shared is None else Elsewhere(self._shared, max_payload_bytes)
+        )
         self._retention: Retention | None = None
         self._checkpoint_every = checkpoint_every
         self._directory = Directory(self._store, self.clock, self._resume, max_loaded)
@@ -203,6 +211,9 @@ class Runtime:
         _, retry = await self._apply_inbox(everything=True)
         if self.path is not None:  # no other process can reach a store in memory
             self._executor.spawn(self._watch_inbox(retry))
+        if self._shared is not None:
+            peers = RuntimePeers(self._taken_over, self._lease_lost, self._notified_by_peer)
+            self._shared.follow(peers)
         if self.retention is not None:
             self._retention = Retention(
                 self.retention, self.clock, self._timers.schedule, self._purge_before,
@@ -330,9 +341,19 @@ class Runtime:
                     )
                 return Handle(self, id, wf.name)
             encoded = wf.encode_args(args)  # InvalidPayload before anything is stored
+            started = Started(id, wf.name, encoded, self.clock.now())
+            if self._shared is not None:  # the id is this runtime's, unless another has it
+                existing = await self._reading(self._shared.claim(new_snapshot(started)))
+                if existing is not None:
+                    if existing != wf.name:
+                        raise ActorflowError(
+                            f"instance {id!r} already exists and runs workflow {existing!r}, "
+                            f"not {wf.name!r}; pick another id"
+                        )
+                    return Handle(self, id, wf.name)
             if self._tracing is not None:
                 self._tracing.starting(id)
-            await self._writer.append_acked([Started(id, wf.name, encoded, self.clock.now())])
+            await self._writer.append_acked([started])
             return Handle(self, id, wf.name)
         finally:
             del self._starting[id]
@@ -470,6 +491,8 @@ class Runtime:
             raise ActorflowError(_UNUSABLE_TOKEN)
         owner = await self._reading(self._directory.token_owner(token))
         snapshot = None if owner is None else await self._lookup(owner)
+        if snapshot is None and owner is not None:
+            snapshot = await self._elsewhere_snapshot(owner)
         if snapshot is None or snapshot.finished or token not in snapshot.tokens:
             raise ActorflowError(_UNUSABLE_TOKEN)
         actor = self._directory.loaded.get(snapshot.id)
@@ -511,6 +534,9 @@ class Runtime:
                 snapshot = await self._lookup(workflow_id)
                 if workflow_id in directory.loaded or directory.in_memory(workflow_id):
                     continue  # it changed while being read: look again
+            remote = snapshot is None and self._elsewhere is not None
+            if remote:
+                snapshot = await self._elsewhere_snapshot(workflow_id)
             if snapshot is None:
                 raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
             if snapshot.finished:
@@ -518,6 +544,14 @@ class Runtime:
                     f"workflow instance {workflow_id!r} has finished ({snapshot.status}); "
                     "it takes no more events"
                 )
+            if remote and self._elsewhere is not None:  # another runtime runs it
+                if token is not None and any(e.token == token for e in snapshot.events):
+                    raise ActorflowError(_UNUSABLE_TOKEN)
+                forwarding = self._elsewhere.deliver(
+                    snapshot, name, token, payload, error, cancelled, created_at, marks
+                )
+                await self._reading(forwarding)
+                return _durable()
             if token is not None and directory.token_sent(snapshot, token):
                 raise ActorflowError(_UNUSABLE_TOKEN)
             now = self.clock.now()
@@ -592,8 +626,15 @@ class Runtime:
         return event.encode(value, self.max_payload_bytes), None
 
     async def notify(self, *topics: str) -> None:
-        """Re-run the ``ctx.wait_for`` queries listening on ``topics``; returns after they ran."""
+        """Re-run the ``ctx.wait_for`` queries listening on ``topics``; returns after they
+        ran (those of this runtime: on a shared database, the other runtimes are told and
+        re-run theirs as the notice reaches them)."""
         self._check_open()
+        await self._notify_here(topics)
+        if self._shared is not None:
+            await self._reading(self._shared.tell_topics(topics))
+
+    async def _notify_here(self, topics: Collection[str]) -> None:
         # Unloaded instances listening on them are loaded (their query runs as they go live):
         # those in memory are taken before and after the store is read, as a checkpoint
         # that ends meanwhile moves them to the store, perhaps after the read saw their row.
@@ -674,6 +715,14 @@ class Runtime:
                 case CancelRequest():
                     check_name(request.instance, "an instance ID")
                     await self._cancel(request.instance, accepted)
+                case ForwardRequest():  # from another runtime, which checked it
+                    check_name(request.instance, "an instance ID")
+                    deliver = partial(
+                        self._deliver, request.instance, request.event, request.token,
+                        request.payload, request.error, request.cancelled, request.created_at,
+                        accepted,
+                    )  # fmt: skip
+                    await self._in_call_order(deliver)
                 case NotifyRequest():
                     await self.notify(*request.topics)
                     await self._writer.append_acked([], accepted)
@@ -796,6 +845,8 @@ class Runtime:
             return status_of(actor.snapshot, actor)
         snapshot = await self._lookup(workflow_id)
         if snapshot is None:
+            snapshot = await self._elsewhere_snapshot(workflow_id)
+        if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
         return status_of(snapshot)
 
@@ -808,6 +859,15 @@ class Runtime:
         directory = self._directory
         actor = directory.loaded.get(workflow_id)
         snapshot = actor.snapshot if actor is not None else await self._lookup(workflow_id)
+        if snapshot is None and self._elsewhere is not None:
+            snapshot = await self._elsewhere_snapshot(workflow_id)
+            if snapshot is not None:  # another runtime runs it: its owner decides
+                if snapshot.finished or snapshot.cancel_requested:
+                    if marks:
+                        await self._writer.append_acked([], marks)
+                    return
+                await self._reading(self._elsewhere.cancel(workflow_id, marks))
+                return
         if snapshot is None:
             raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
         # An unloaded instance is loaded first: its code (or, held, its runtime) ends it
@@ -920,6 +980,64 @@ class Runtime:
             **({"error": f"{error.type}: {error.message}"} if error is not None else {}),
         )
 
+    # -- the other runtimes of a shared database ------------------------------------
+    async def _elsewhere_snapshot(self, instance_id: str) -> Snapshot | None:
+        """An instance another runtime runs, as committed (``None``: none, or no store
+        shared with other runtimes)."""
+        if self._elsewhere is None:
+            return None
+        return await self._reading(self._elsewhere.snapshot(instance_id))
+
+    async def _snapshot_anywhere(self, instance_id: str) -> Snapshot | None:
+        """The instance's current snapshot, run here or by another runtime."""
+        found = await self._lookup(instance_id)
+        return found if found is not None else await self._elsewhere_snapshot(instance_id)
+
+    def _taken_over(self, snapshots: builtins.list[Snapshot]) -> None:
+        # Instances of a runtime that died or left: this runtime's now, resumed as at open.
+        if self._state != "open":
+            return
+        for snapshot in snapshots:
+            if snapshot.id not in self._directory.loaded:
+                self._resume(snapshot)
+        self._executor.spawn(self._watch_taken())
+
+    async def _watch_taken(self) -> None:
+        now = self.clock.now()
+        wake = await self._reading(self._store.next_wake(now))
+        if wake is not None:
+            self._directory.note_wake(wake)
+
+    def _notified_by_peer(self, topics: builtins.list[str]) -> None:
+        if self._state == "open":
+            self._executor.spawn(self._notify_here(topics))
+
+    def _lease_lost(self, error: Exception) -> None:
+        # Another runtime took this one's instances over: it stops as a crash would, so
+        # that it writes nothing more (the store refuses its writes anyway).
+        if self._state != "open":
+            return
+        _log.error("runtime.closed", reason=str(error))
+        self._state = "closing"
+        self._closer = host_loop().create_task(self._abandon(), name="actorflow-lease-lost")
+
+    async def _abandon(self) -> None:
+        self._commits.close()
+        writer = self._writer.abort()
+        self._timers.close()
+        executor = self._executor.abort()
+        await asyncio.gather(writer, executor)
+        if self._retention is not None:
+            await self._retention.stop()
+        self._state = "closed"
+        for actor in self._directory.loaded.values():
+            actor.stop()
+        self._directory.close()
+        self._inbox_bell.close()
+        if self._tracing is not None:
+            self._tracing.close()
+        await self._store.close()
+
     # -- for tests (ManualClock) -----------------------------------------------------
     @property
     def idle(self) -> bool:
@@ -930,6 +1048,13 @@ class Runtime:
             and not (self._retention is not None and self._retention.busy)
             and not self._directory.busy
         )
+
+
+def _durable() -> asyncio.Future[None]:
+    """The write of an event already durable (handed to the runtime that runs it)."""
+    done: asyncio.Future[None] = host_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 _UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"

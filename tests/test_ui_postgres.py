@@ -173,3 +173,33 @@ async def test_the_watcher_notices_a_purge_that_bypasses_the_log(url: str, tmp_p
             raise AssertionError("the deletion was not noticed")
     finally:
         await watch.close()
+
+
+def _label(order: str) -> str:
+    return f"label for {order}"
+
+
+async def test_the_page_inside_a_runtime_shows_another_runtimes_instance_whole(url: str) -> None:
+    # The page's runtime has the URL without its password: it reads through the runtime,
+    # which also reaches the instances another runtime runs.
+    import actorflow as af
+    import actorflow.ui
+    from tests.test_ui_http import signed_in
+
+    gate = af.Event("uipg.gate", str)
+
+    @af.workflow(name="uipg.order")
+    async def order(ctx: af.Context[None], number: str) -> str:
+        label = await ctx.step(_label, number, name="uipg.label")
+        return label + await ctx.wait_event(gate)
+
+    async with af.Runtime(url) as here, af.Runtime(url) as there:
+        await there.start(order, "A-7", id="o1")
+        for _ in range(200):
+            if (await here.handle("o1").status()).state == "waiting":
+                break
+            await asyncio.sleep(0.02)
+        async with signed_in(actorflow.ui.app(here)) as c:
+            page = (await c.get("/instance", params={"id": "o1"})).text
+        assert "uipg.label" in page and "label for A-7" in page and "A-7" in page
+        assert PASSWORD not in page

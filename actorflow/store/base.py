@@ -104,6 +104,23 @@ class Store(Protocol):
         ...
 
 
+class Peers(Protocol):
+    """What a runtime hears from the other runtimes of a shared store (PostgreSQL)."""
+
+    def taken(self, snapshots: list[Snapshot]) -> None:
+        """Instances of a runtime that died or left are this runtime's now; ``snapshots``
+        are those that have something to do."""
+        ...
+
+    def lost(self, error: Exception) -> None:
+        """This runtime's lease was taken over: it must write nothing more."""
+        ...
+
+    def notified(self, topics: list[str]) -> None:
+        """Another runtime notified ``topics``: re-run the queries listening on them."""
+        ...
+
+
 def stored_state(snapshot: Snapshot) -> str:
     """The state ``status()`` shows for a snapshot seen from the store: its final status,
     ``waiting`` when parked on waits only (no step running), else ``running``."""

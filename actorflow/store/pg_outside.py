@@ -35,7 +35,6 @@ from actorflow.store.base import fold
 from actorflow.store.url import redact, scrub
 
 T = TypeVar("T")
-_OWNER_LOCK = postgres._OWNER_LOCK  # held by the runtime that has the database open
 _ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
@@ -142,11 +141,12 @@ def read_committed(
     return _run(url, "could not read", read)
 
 
-def submit(url: str, request: bytes) -> int:
-    """Put an encoded request in the inbox of the database at ``url`` and ``NOTIFY`` its
-    owner; return its sequence number."""
+def submit(url: str, request: bytes, target: str | None = None, token: str | None = None) -> int:
+    """Put an encoded request in the inbox of the database at ``url``, addressed to
+    instance ``target`` or the one that made ``token``, and ``NOTIFY`` its owner; return
+    its sequence number."""
     _run(url, "cannot read", _nothing)  # checks the schema: no inbox is created here
-    return asyncio.run(postgres.submit(url, request))
+    return asyncio.run(postgres.submit(url, request, target=target, token=token))
 
 
 async def _nothing(conn: asyncpg.Connection) -> None:
@@ -154,16 +154,11 @@ async def _nothing(conn: asyncpg.Connection) -> None:
 
 
 def owner_running(url: str) -> bool:
-    """Whether a runtime has the database at ``url`` open (holds its owner lock)."""
+    """Whether a runtime has the database at ``url`` open (holds a lease on it)."""
 
     async def held(conn: asyncpg.Connection) -> bool:
         return bool(
-            await conn.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND classid = 0 AND objid = $1 AND objsubid = 1 AND granted)",
-                _OWNER_LOCK,
-            )
+            await conn.fetchval("SELECT EXISTS (SELECT 1 FROM runtimes WHERE lease_until > now())")
         )
 
     return _run(url, "cannot read", held)

@@ -1,45 +1,29 @@
-"""PostgreSQL storage through asyncpg: the same layout as SQLite, in schema ``actorflow``.
+"""PostgreSQL storage through asyncpg: the same layout as SQLite, in schema ``actorflow``,
+shared by several runtimes (processes or machines) at once.
 
 Tables (all in the dedicated schema :data:`SCHEMA`, marked by ``meta``'s row):
 
+- ``runtimes``: the open runtimes and their leases (:mod:`actorflow.store.pg_cluster`
+  says how leases, takeover and fencing work).
 - ``wal``: the log, one row per group-committed batch (a msgpack list of records),
   written by one statement (one round trip) per batch, tagged with the writing
-  runtime's ``owner``; a checkpoint folds it away.
+  runtime's ``owner``; that runtime's checkpoint folds its rows away, or the runtime
+  that takes its instances over does.
 - ``instances``: one row per instance, its head (what ``list()`` shows: status, state,
   workflow, times, the encoded head snapshot), what finds it unloaded (``wake``,
   ``queries``), the sizes that decide when its base is rewritten (``run``,
-  ``base_bytes``, ``tail_bytes``), and ``owner`` / ``lease_until``.
+  ``base_bytes``, ``tail_bytes``), and the runtime that runs it (``owner``). A start
+  writes the row at once (:meth:`PostgresStore.claim`): no two runtimes start one id.
 - ``bases`` and ``journal``: each instance's base snapshot and the records each
   checkpoint since appended for it (:mod:`actorflow.store.layout` plans both).
-- ``tokens``, ``topics``: event tokens and query topics of unfinished instances.
-- ``inbox``: requests from other processes (the CLI), decided by the owner; a writer
-  ``NOTIFY``s channel :data:`CHANNEL` in the same transaction, and the owner, which
-  ``LISTEN``s on its own connection, reads the inbox at once (:class:`NotifyBell`).
-
-One runtime per database for now: a session-level advisory lock, held on the
-listening connection while the runtime is open, refuses a second one
-(:class:`StoreError`). This runtime sets ``owner`` (its id,
-:attr:`PostgresStore.owner`) and ``lease_until`` of every instance it checkpoints,
-and nothing reads them yet. How several runtimes will share one database with them:
-
-- **Leases.** An instance is run by the runtime named in its ``owner`` while
-  ``lease_until`` (server time, ``now()``: never the runtime's clock) lies ahead. A
-  runtime renews all its leases in the background with one ``UPDATE instances SET
-  lease_until = now() + lease WHERE owner = $me``, every third of a lease; a clean
-  close sets ``lease_until = NULL`` (released at once). Starting an instance inserts
-  its row owned by the starter.
-- **Takeover.** A live runtime claims expired instances with ``UPDATE ... SET owner =
-  $me, lease_until = now() + lease WHERE lease_until < now() ... FOR UPDATE SKIP
-  LOCKED`` (so two runtimes never claim the same one), folds the dead owner's ``wal``
-  rows for them (``owner`` tells whose), then loads and replays them as recovery does.
-- **Fencing.** Every write of a runtime carries its id: the log row and each
-  checkpoint's updates only apply ``WHERE owner = $me`` (a checked row count, in the
-  same statement or transaction), so a runtime paused past its lease (SIGSTOP, a
-  partition) whose instances were taken over writes nothing for them when it resumes:
-  its write fails, it drops those instances, and the new owner's history stands.
-- **Routing.** A send for an instance owned elsewhere goes to ``inbox`` (addressed to
-  that owner) and ``NOTIFY``s the owner's channel; ``list()`` and ``status()`` read
-  the shared tables.
+- ``tokens``, ``topics``: event tokens (written with the record that makes one, so any
+  runtime finds a token's instance at once) and query topics of unfinished instances.
+- ``inbox``: requests from other processes (the CLI) and from other runtimes (an event
+  for an instance another runtime owns), addressed to an instance (``target``) and so
+  decided by its owner; those addressed to none (a notify, a purge) by the longest-open
+  runtime. A writer ``NOTIFY``s channel :data:`CHANNEL` in the same transaction with the
+  owner's id, and the owner, which ``LISTEN``s on its own connection, reads the inbox at
+  once (:class:`NotifyBell`).
 """
 
 from __future__ import annotations
@@ -59,11 +43,21 @@ import msgspec
 
 from actorflow.errors import StoreError
 from actorflow.log import logger as _log
-from actorflow.records import BATCH_DECODER, RECORD_ENCODER, SNAPSHOT_DECODER, Record, Snapshot
-from actorflow.store import layout
+from actorflow.records import (
+    BATCH_DECODER,
+    RECORD_ENCODER,
+    SNAPSHOT_DECODER,
+    Finished,
+    Record,
+    Snapshot,
+    Value,
+)
+from actorflow.store import layout, pg_cluster
 from actorflow.store.base import (
     InboxRow,
     Mark,
+    Peers,
+    fold,
     fold_log,
     query_topics,
     stored_state,
@@ -77,7 +71,7 @@ from actorflow.workflow import lookup as lookup_workflow
 
 SCHEMA = "actorflow"
 """The schema that holds actorflow's tables: the database's other schemas are the app's."""
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "actorflow"
 CHANNEL = "actorflow_inbox"
 """The ``NOTIFY`` channel a request written to the inbox rings."""
@@ -106,14 +100,13 @@ CREATE TABLE {SCHEMA}.instances (
     run INTEGER NOT NULL DEFAULT 1,
     base_bytes BIGINT NOT NULL DEFAULT 0,
     tail_bytes BIGINT NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until TIMESTAMPTZ
+    owner TEXT
 );
 CREATE INDEX instances_by_state ON {SCHEMA}.instances (state, workflow);
 CREATE INDEX instances_wake ON {SCHEMA}.instances (wake) WHERE wake IS NOT NULL;
 CREATE INDEX instances_queries ON {SCHEMA}.instances (id) WHERE queries;
 CREATE INDEX instances_finished ON {SCHEMA}.instances (updated_at) WHERE status <> 'running';
-CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner, lease_until);
+CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner);
 CREATE TABLE {SCHEMA}.bases (
     id TEXT PRIMARY KEY,
     snapshot BYTEA NOT NULL
@@ -134,21 +127,48 @@ CREATE TABLE {SCHEMA}.inbox (
     request BYTEA NOT NULL,
     status TEXT NOT NULL DEFAULT 'pending',
     reason TEXT,
-    decided_at DOUBLE PRECISION
+    decided_at DOUBLE PRECISION,
+    target TEXT
 );
 CREATE INDEX inbox_pending ON {SCHEMA}.inbox (seq) WHERE status = 'pending';
 CREATE INDEX inbox_decided ON {SCHEMA}.inbox (decided_at) WHERE decided_at IS NOT NULL;
+CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
+""" + pg_cluster.RUNTIMES.format(schema=SCHEMA)
+MIGRATIONS = {
+    1: f"""
+ALTER TABLE {SCHEMA}.instances DROP COLUMN lease_until;
+DROP INDEX {SCHEMA}.instances_by_owner;
+CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner);
+ALTER TABLE {SCHEMA}.inbox ADD COLUMN target TEXT;
+CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
 """
+    + pg_cluster.RUNTIMES.format(schema=SCHEMA),
+}
+"""The statements that bring the schema from a version to the next (several runtimes)."""
 _SETTINGS: dict[str, Any] = {
     "server_settings": {"search_path": SCHEMA, "application_name": "actorflow"}
 }
 """Every connection's: unqualified names are actorflow's tables."""
 _SCHEMA_LOCK = 0x41464C57  # "AFLW": one runtime at a time creates or checks the tables
-_OWNER_LOCK = 0x41464C58  # held by the one runtime that has the database open
-OWNER_WAIT = 5.0
 RELISTEN_DELAY = 1.0
 """Seconds between attempts to listen again after the listening connection was lost."""
-"""Seconds an opening runtime waits for the owner lock of a runtime that just died."""
+LEASE_MARGIN = 0.05
+"""Seconds past another runtime's lease end before looking whether it was renewed."""
+_NOTIFY_MAX = 8000
+"""Bytes a ``NOTIFY`` payload may hold."""
+_TOPICS = msgspec.json.Decoder(builtins.list[str])
+_TOPICS_ENCODER = msgspec.json.Encoder()
+TOKEN_DECODER = msgspec.msgpack.Decoder(str)
+
+
+def _runtime_settings(lease: float) -> dict[str, Any]:
+    """The settings of a runtime's connections: :data:`_SETTINGS`, and a transaction left
+    idle (its process paused) ends after a lease, so that its locks never keep the other
+    runtimes from taking its instances over."""
+    settings = dict(_SETTINGS["server_settings"])
+    settings["idle_in_transaction_session_timeout"] = str(max(1000, int(lease * 1000)))
+    return {"server_settings": settings}
+
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresError,
@@ -211,6 +231,7 @@ class PostgresStore:
         self.owner = runtime_id()
         self.lease = lease
         self._now = now  # stamps inbox verdicts: retention ages them by the runtime's clock
+        self._settings = _runtime_settings(lease)
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
@@ -221,6 +242,12 @@ class PostgresStore:
         self._bell = NotifyBell()
         self._notified = True  # the first read of the inbox reads it
         self._loads = TurnBatch(self._read_stored, self._read_stopped)
+        self._peers: Peers | None = None  # the runtime's, once it follows the others
+        self._keeper: asyncio.Task[None] | None = None
+        self._keeper_bell = asyncio.Event()  # rung when a runtime left: take over now
+        self._done: dict[str, builtins.list[asyncio.Future[None]]] = {}
+        self._lost: pg_cluster.LeaseLost | None = None
+        self._gone_since: dict[str, float] = {}  # runtimes whose session was seen lost
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.label!r})"
@@ -239,9 +266,11 @@ class PostgresStore:
     @contextlib.contextmanager
     def _failing(self, what: str) -> Iterator[None]:
         # Driver and decoding errors as the StoreError every caller expects, without
-        # the password the driver may quote.
+        # the password the driver may quote; a lost lease as what it is.
         try:
             yield
+        except pg_cluster.LeaseLost:
+            raise self._fenced() from None
         except StoreError:
             raise
         except _READ_ERRORS as exc:
@@ -249,25 +278,37 @@ class PostgresStore:
                 raise StoreError(f"{self.label} was closed during a read") from None
             raise self._error(what, exc) from None
 
+    def _fenced(self) -> pg_cluster.LeaseLost:
+        """This runtime's lease was taken over: tell the runtime (once), return the error."""
+        if self._lost is None:
+            self._lost = pg_cluster.lost(self.label, self.owner)
+            _log.error("runtime.lease_lost", store=self.label, runtime=self.owner)
+            if self._peers is not None:
+                self._peers.lost(self._lost)
+        return self._lost
+
     # -- opening -------------------------------------------------------------------------
     async def open(self) -> builtins.list[Snapshot]:
-        """Connect, create or check the schema, fold the log, return the unfinished
-        instances with something to do; start listening for inbox requests."""
+        """Connect, create or check the schema, join the runtimes of the database, take
+        over the instances no live runtime owns (folding their log), start listening for
+        inbox requests; return the unfinished instances taken that have something to do."""
         try:
             self._pool = await asyncpg.create_pool(
                 self._url,
                 min_size=1,
                 max_size=4,
                 reset=_keep_session,
-                **_SETTINGS,
+                **self._settings,
             )
         except _CONNECT_ERRORS as exc:
             raise self._error("cannot connect to", exc) from None
         try:
             with self._failing("cannot open"):
                 await self._check_schema()
+                async with self.pool.acquire() as conn:
+                    await pg_cluster.join(conn, self.owner, self.lease)
                 await self._listen()
-                return await self._recover()
+                return await self._take_over(everything=True)
         except BaseException:
             await self.close()
             raise
@@ -303,25 +344,18 @@ class PostgresStore:
                     f"{self.label} has actorflow schema version {version}, newer than this "
                     f"actorflow understands ({SCHEMA_VERSION}); upgrade actorflow"
                 )
+            for step in range(version, SCHEMA_VERSION):
+                await conn.execute(MIGRATIONS[step])
+            if version < SCHEMA_VERSION:
+                await conn.execute(f"UPDATE {SCHEMA}.meta SET version = $1", SCHEMA_VERSION)
 
-    async def _listen(self, wait: float | None = None) -> None:
+    async def _listen(self) -> None:
         # A connection of its own: a pooled one may be handed to another query.
-        listener = await asyncpg.connect(self._url, **_SETTINGS)
+        listener = await asyncpg.connect(self._url, **self._settings)
         try:
-            # One runtime per database until leases come (see above): this session
-            # holds the database's owner lock while the runtime is open. It goes with
-            # the connection, so a killed runtime's is released once the server sees
-            # it gone (at once for a local process; waited for a little, as the server
-            # may take a moment to notice).
-            deadline = time.monotonic() + (OWNER_WAIT if wait is None else wait)
-            while not await listener.fetchval("SELECT pg_try_advisory_lock($1)", _OWNER_LOCK):
-                if time.monotonic() >= deadline:
-                    raise StoreError(
-                        f"{self.label} is open in another runtime; one runtime per database"
-                        " for now (several need leases, not built yet)"
-                    )
-                await asyncio.sleep(0.05)
+            await pg_cluster.listening(listener, self.owner)
             await listener.add_listener(CHANNEL, self._on_notify)
+            await listener.add_listener(pg_cluster.EVENTS, self._on_event)
             listener.add_termination_listener(self._on_lost)
         except BaseException:
             await listener.close()
@@ -329,14 +363,30 @@ class PostgresStore:
         self._listener = listener
         self._bell.hear(True)
 
-    def _on_notify(self, *_: object) -> None:
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        # A request for an instance another runtime owns is that runtime's.
+        if payload and payload != self.owner:
+            return
         self._notified = True
         self._bell.ring()
 
+    def _on_event(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        kind, _, what = payload.partition(":")
+        if kind == "done":
+            for waiter in self._done.pop(what, ()):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif kind == "left" and what != self.owner:
+            self._keeper_bell.set()
+        elif kind == "topics" and self._peers is not None:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                sender, *topics = _TOPICS.decode(what)  # its own are run already
+                if sender != self.owner:
+                    self._peers.notified(topics)
+
     def _on_lost(self, connection: object) -> None:
-        # Notifications (and the owner lock) are lost with the connection: the inbox is
-        # read at each of the watcher's polls meanwhile, and the connection is made
-        # again in the background.
+        # Notifications are lost with the connection: the inbox is read at each of the
+        # watcher's polls meanwhile, and the connection is made again in the background.
         if connection is not self._listener or self._pool is None:
             return  # closed by close(): nothing lost
         _log.warning("inbox.listen_lost", store=self.label)
@@ -344,6 +394,11 @@ class PostgresStore:
         self._bell.hear(False)
         self._notified = True
         self._bell.ring()
+        for waiters in self._done.values():  # h.result() callers look again
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._done.clear()
         if self._relisten is None:
             self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
 
@@ -352,9 +407,7 @@ class PostgresStore:
             while self._pool is not None:
                 await asyncio.sleep(RELISTEN_DELAY)
                 try:
-                    await self._listen(wait=0)
-                except StoreError as exc:  # another runtime opened the database meanwhile
-                    _log.error("inbox.listen_failed", store=self.label, error=str(exc))
+                    await self._listen()
                 except _CONNECT_ERRORS as exc:
                     error = scrub(f"{type(exc).__name__}: {exc}", self._url)
                     _log.warning("inbox.listen_failed", store=self.label, error=error)
@@ -365,6 +418,7 @@ class PostgresStore:
                     _log.info("inbox.listening_again", store=self.label)
                     self._notified = True  # what came while deaf is read now
                     self._bell.ring()
+                    self._keeper_bell.set()  # and runtimes that left meanwhile
                     return
         finally:
             self._relisten = None
@@ -379,130 +433,246 @@ class PostgresStore:
         """The bell ``NOTIFY`` rings: what the runtime's inbox watcher sleeps on."""
         return self._bell
 
-    async def _recover(self) -> builtins.list[Snapshot]:
-        rows = await self.pool.fetch("SELECT record FROM wal ORDER BY seq")
-        records = [r for (blob,) in rows for r in BATCH_DECODER.decode(blob)]
-        found: dict[str, Snapshot] = {}
-        if records:
-            # Instances the log touched were active when the runtime stopped: replayed.
-            touched = await fold_log(found, records, self.load)
-            await self.checkpoint([found[i] for i in touched])
-        ids: builtins.list[str] = []
-        ids += [
-            r[0]
-            for r in await self.pool.fetch(
-                "SELECT id FROM instances WHERE wake IS NOT NULL AND wake <= $1", self._now()
+    # -- the other runtimes -------------------------------------------------------------
+    def follow(self, peers: Peers) -> None:
+        """Start keeping this runtime's lease and taking over the instances of runtimes
+        that die or leave; ``peers`` hears what the others do."""
+        self._peers = peers
+        if self._keeper is None:
+            self._keeper = asyncio.get_running_loop().create_task(
+                self._keep_lease(), name="actorflow-lease"
             )
+
+    async def _keep_lease(self) -> None:
+        # Renews every third of a lease; wakes when the earliest other lease ends (or a
+        # runtime left) to take its instances over: within a lease and a moment of a
+        # runtime's death.
+        while self._pool is not None:
+            try:
+                async with self.pool.acquire() as conn:
+                    others, gone = await pg_cluster.renew(conn, self.owner, self.lease)
+                suspects = self._suspects(gone)
+                if suspects or (others is not None and others < 0):
+                    await self._take_over_now(suspects)
+                    continue
+            except pg_cluster.LeaseLost:
+                self._fenced()
+                return
+            except StoreError:
+                return  # closed
+            except _DRIVER_ERRORS as exc:  # the server is away: writes are fenced anyway
+                error = scrub(f"{type(exc).__name__}: {exc}", self._url)
+                _log.warning("lease.renew_failed", store=self.label, error=error)
+                others = None
+            wait = self.lease / 3
+            if others is not None:
+                wait = min(wait, others + LEASE_MARGIN)
+            if self._gone_since:  # confirm them once the grace has passed
+                wait = min(wait, pg_cluster.SESSION_GRACE / 2)
+            self._keeper_bell.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._keeper_bell.wait(), wait)
+                await self._take_over_now([])
+
+    def _suspects(self, gone: builtins.list[str]) -> builtins.list[str]:
+        """Of the runtimes whose session the server lost, those presumed dead: lost for
+        :data:`~pg_cluster.SESSION_GRACE` seconds, or at once if their process, on this
+        machine, is gone."""
+        now = time.monotonic()
+        self._gone_since = {r: self._gone_since.get(r, now) for r in gone}
+        return [
+            r
+            for r, since in self._gone_since.items()
+            if now - since >= pg_cluster.SESSION_GRACE or pg_cluster.process_gone(r)
         ]
-        ids += [r[0] for r in await self.pool.fetch("SELECT id FROM instances WHERE queries")]
-        ids += await self._foreign()
-        ids = [i for i in dict.fromkeys(ids) if i not in found]
-        for instance_id, (base, tail) in (await self._stored(ids)).items():
-            found[instance_id] = layout.restore(base, tail)
+
+    async def _take_over_now(self, suspects: builtins.list[str]) -> None:
+        try:
+            with self._failing("could not take over in"):
+                snapshots = await self._take_over(everything=False, suspects=suspects)
+        except pg_cluster.LeaseLost:
+            raise
+        except StoreError as exc:
+            _log.warning("lease.takeover_failed", store=self.label, error=str(exc))
+            return
+        if snapshots is not None and self._peers is not None:
+            self._notified = True  # requests waiting for them are this runtime's now
+            self._bell.ring()
+            self._peers.taken(snapshots)
+
+    async def _take_over(
+        self, everything: bool, suspects: Sequence[str] = ()
+    ) -> builtins.list[Snapshot]:
+        """Claim the instances of dead runtimes (``everything``: of any runtime not open,
+        as at open), fold their log rows, and return the unfinished ones that have
+        something to do (the others are found through the indexes when they do)."""
+        found: dict[str, Snapshot] = {}
+        async with self.pool.acquire() as conn, conn.transaction():
+            if everything:  # at open: those of this machine whose process is gone
+                lost = await pg_cluster.gone(conn, self.owner)
+                suspects = [r for r in lost if pg_cluster.process_gone(r)]
+            claimed = await pg_cluster.claim(conn, self.owner, everything, builtins.list(suspects))
+            if claimed is None:
+                return []
+            log, taken = claimed
+            records = [r for blob in log for r in BATCH_DECODER.decode(blob)]
+            if records:
+                # Instances a dead runtime's log touched were active: replayed.
+                async def load(instance_id: str) -> Snapshot | None:
+                    rows = (await self._stored([instance_id], conn)).get(instance_id)
+                    return None if rows is None else layout.restore(*rows)
+
+                touched = await fold_log(found, records, load)
+                await self._checkpoint_in(conn, [found[i] for i in touched], log)
+            rows = await conn.fetch(
+                "SELECT id, workflow, (wake IS NOT NULL AND wake <= $2) OR queries"
+                " FROM instances WHERE id = ANY($1) AND status = 'running'",
+                taken,
+                self._now(),
+            )
+            ids = [
+                i
+                for i, workflow, due in rows
+                if (due or lookup_workflow(workflow) is None) and i not in found
+            ]
+            for instance_id, (base, tail) in (await self._stored(ids, conn)).items():
+                found[instance_id] = layout.restore(base, tail)
+        if taken:
+            _log.info("lease.took_over", store=self.label, instances=len(taken))
         return [s for s in found.values() if not s.finished]
 
-    async def _foreign(self) -> builtins.list[str]:
-        # Unfinished instances of workflows this process does not define: loaded, so that
-        # they are held and say why (the few names found by skipping through the index).
-        found: builtins.list[str] = []
-        for state in ("running", "waiting"):
-            name = ""
-            while True:
-                row = await self.pool.fetchval(
-                    "SELECT min(workflow) FROM instances WHERE state = $1 AND workflow > $2",
-                    state,
-                    name,
-                )
-                if row is None:
-                    break
-                name = row
-                if lookup_workflow(name) is None:
-                    rows = await self.pool.fetch(
-                        "SELECT id FROM instances WHERE state = $1 AND workflow = $2", state, name
-                    )
-                    found += [r[0] for r in rows]
-        return found
-
     async def _stored(
-        self, ids: Collection[str] | None
+        self, ids: Collection[str], conn: asyncpg.Connection | None = None
     ) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
-        """The base and journal rows (in order) of the stored instances among ``ids``,
-        read in one transaction (a checkpoint never lands between the two reads)."""
-        wanted = builtins.list(ids) if ids is not None else None
+        """The base and journal rows (in order) of the stored instances among ``ids`` that
+        this runtime owns, read in one transaction (a checkpoint never lands between the
+        two reads); in ``conn``'s transaction if given."""
+        wanted = builtins.list(ids)
         found: dict[str, tuple[bytes, builtins.list[bytes]]] = {}
-        if wanted == []:
+        if not wanted:
             return found
-        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            bases = await conn.fetch("SELECT id, snapshot FROM bases WHERE id = ANY($1)", wanted)
-            for instance_id, base in bases:
-                found[instance_id] = (base, [])
-            tails = await conn.fetch(
-                "SELECT wf, records FROM journal WHERE wf = ANY($1) ORDER BY wf, seq", wanted
-            )
+        if conn is None:
+            async with self.pool.acquire() as own, own.transaction(isolation="repeatable_read"):
+                return await self._stored(wanted, own)
+        bases = await conn.fetch(
+            "SELECT b.id, b.snapshot FROM bases b JOIN instances i ON i.id = b.id"
+            " WHERE b.id = ANY($1) AND i.owner = $2",
+            wanted,
+            self.owner,
+        )
+        for instance_id, base in bases:
+            found[instance_id] = (base, [])
+        tails = await conn.fetch(
+            "SELECT wf, records FROM journal WHERE wf = ANY($1) ORDER BY wf, seq",
+            builtins.list(found),
+        )
         for wf, records in tails:
-            if wf in found:
-                found[wf][1].append(records)
+            found[wf][1].append(records)
         return found
 
     # -- writing -------------------------------------------------------------------------
     async def write(self, records: builtins.list[Record], marks: Sequence[Mark] = ()) -> None:
         """Append ``records`` as one log row, with the verdicts on the inbox requests that
-        produced them: one statement, so one transaction and one round trip."""
+        produced them, the tokens they make, and a ``NOTIFY`` for each instance they end:
+        one statement, so one transaction and one round trip, which writes nothing if
+        this runtime's lease was taken over (:class:`~pg_cluster.LeaseLost`)."""
         blob = RECORD_ENCODER.encode(records) if records else None
         if blob is None and not marks:
             return
+        tokens: builtins.list[str] = []
+        token_wfs: builtins.list[str] = []
+        ended: builtins.list[str] = []
+        for record in records:
+            if isinstance(record, Value):
+                if record.kind == "create_event":
+                    tokens.append(TOKEN_DECODER.decode(record.value))
+                    token_wfs.append(record.wf)
+            elif isinstance(record, Finished):
+                ended.append(record.wf)
         with self._failing("could not write to"):
             async with self._log_lock:
                 log = self._log
                 if log is None or log.is_closed():  # first write, or the last one broke it
                     self.pool  # noqa: B018 (raises StoreError once closed)
-                    log = self._log = await asyncpg.connect(self._url, **_SETTINGS)
-                if not marks:
-                    await log.execute(
-                        "INSERT INTO wal (owner, record) VALUES ($1, $2)", self.owner, blob
+                    log = self._log = await asyncpg.connect(self._url, **self._settings)
+                if not (marks or tokens or ended):
+                    written = await log.fetchval(
+                        "INSERT INTO wal (owner, record) SELECT $1, $2 FROM runtimes"
+                        " WHERE id = $1 FOR KEY SHARE RETURNING 1",
+                        self.owner,
+                        blob,
                     )
-                    return
-                await self._write_marked(log, blob, marks)
+                else:
+                    written = await self._write_more(log, blob, marks, tokens, token_wfs, ended)
+                if written is None:
+                    raise pg_cluster.LeaseLost("")
 
-    async def _write_marked(
-        self, log: asyncpg.Connection, blob: bytes | None, marks: Sequence[Mark]
-    ) -> None:
-        await log.execute(
-            "WITH w AS (INSERT INTO wal (owner, record) SELECT $1, $2::bytea"
-            " WHERE $2::bytea IS NOT NULL)"
-            " UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
+    async def _write_more(
+        self,
+        log: asyncpg.Connection,
+        blob: bytes | None,
+        marks: Sequence[Mark],
+        tokens: builtins.list[str],
+        token_wfs: builtins.list[str],
+        ended: builtins.list[str],
+    ) -> object:
+        return await log.fetchval(
+            "WITH me AS (SELECT 1 FROM runtimes WHERE id = $1 FOR KEY SHARE),"
+            " w AS (INSERT INTO wal (owner, record) SELECT $1, $2::bytea FROM me"
+            " WHERE $2::bytea IS NOT NULL),"
+            " v AS (UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
             " FROM unnest($4::bigint[], $5::text[], $6::text[]) AS m (seq, status, reason)"
-            " WHERE inbox.seq = m.seq",
+            " WHERE inbox.seq = m.seq AND EXISTS (SELECT 1 FROM me)),"
+            " t AS (INSERT INTO tokens (token, wf) SELECT * FROM unnest($7::text[], $8::text[])"
+            " WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING),"
+            " n AS (SELECT pg_notify($10, 'done:' || e) FROM unnest($9::text[]) AS e"
+            " WHERE EXISTS (SELECT 1 FROM me))"
+            " SELECT 1 FROM me WHERE (SELECT count(*) FROM n) >= 0",
             self.owner,
             blob,
             self._now(),
             [seq for seq, _, _ in marks],
             [status for _, status, _ in marks],
             [reason for _, _, reason in marks],
+            tokens,
+            token_wfs,
+            ended,
+            pg_cluster.EVENTS,
         )
 
     async def checkpoint(self, snapshots: builtins.list[Snapshot]) -> None:
-        """Append to each changed instance's journal its records in the log (or rewrite
-        its base, as :func:`layout.plan` says), update its row, tokens and topics, and
-        empty the log up to what was read, in one transaction."""
+        """Append to each changed instance's journal its records in this runtime's log
+        (or rewrite its base, as :func:`layout.plan` says), update its row, tokens and
+        topics, and empty the log up to what was read, in one transaction (which writes
+        nothing once this runtime's lease was taken over)."""
         with self._failing("could not checkpoint"):
             async with self.pool.acquire() as conn, conn.transaction():
-                log = await conn.fetch("SELECT seq, record FROM wal ORDER BY seq")
-                records = [r for _, blob in log for r in BATCH_DECODER.decode(blob)]
-                ids = builtins.list(
-                    dict.fromkeys([*(s.id for s in snapshots), *(r.wf for r in records)])
+                await pg_cluster.fence(conn, self.owner)
+                log = await conn.fetch(
+                    "SELECT seq, record FROM wal WHERE owner = $1 ORDER BY seq", self.owner
                 )
-                stored = {
-                    row[0]: layout.Stored(row[1], row[2], row[3])
-                    for row in await conn.fetch(
-                        "SELECT id, run, base_bytes, tail_bytes FROM instances WHERE id = ANY($1)",
-                        ids,
-                    )
-                }
-                changes = layout.plan(snapshots, records, stored)
-                await self._write_changes(conn, changes)
+                await self._checkpoint_in(conn, snapshots, [blob for _, blob in log])
                 if log:
-                    await conn.execute("DELETE FROM wal WHERE seq <= $1", log[-1][0])
+                    await conn.execute(
+                        "DELETE FROM wal WHERE owner = $1 AND seq <= $2", self.owner, log[-1][0]
+                    )
+
+    async def _checkpoint_in(
+        self,
+        conn: asyncpg.Connection,
+        snapshots: builtins.list[Snapshot],
+        log: builtins.list[bytes],
+    ) -> None:
+        records = [r for blob in log for r in BATCH_DECODER.decode(blob)]
+        ids = builtins.list(dict.fromkeys([*(s.id for s in snapshots), *(r.wf for r in records)]))
+        stored = {
+            row[0]: layout.Stored(row[1], row[2], row[3])
+            for row in await conn.fetch(
+                "SELECT id, run, base_bytes, tail_bytes FROM instances WHERE id = ANY($1)", ids
+            )
+        }
+        changes = layout.plan(snapshots, records, stored)
+        await self._write_changes(conn, changes)
 
     async def _write_changes(
         self, conn: asyncpg.Connection, changes: Collection[layout.Change]
@@ -548,8 +718,8 @@ class PostgresStore:
             )
             await conn.execute(
                 "INSERT INTO instances (id, workflow, status, created_at, state, updated_at,"
-                " wake, queries, head, run, base_bytes, tail_bytes, owner, lease_until)"
-                " SELECT *, 0, $12, now() + make_interval(secs => $13) FROM unnest($1::text[],"
+                " wake, queries, head, run, base_bytes, tail_bytes, owner)"
+                " SELECT *, 0, $12 FROM unnest($1::text[],"
                 " $2::text[], $3::text[], $4::float8[], $5::text[], $6::float8[], $7::float8[],"
                 " $8::bool[], $9::bytea[], $10::int[], $11::bigint[])"
                 " ON CONFLICT (id) DO UPDATE SET workflow = excluded.workflow,"
@@ -557,26 +727,21 @@ class PostgresStore:
                 " state = excluded.state, updated_at = excluded.updated_at,"
                 " wake = excluded.wake, queries = excluded.queries, head = excluded.head,"
                 " run = excluded.run, base_bytes = excluded.base_bytes, tail_bytes = 0,"
-                " owner = excluded.owner, lease_until = excluded.lease_until",
+                " owner = excluded.owner",
                 *_columns(rows, 11),
                 self.owner,
-                self.lease,
             )
         if heads:
             # Not for an instance a purge deleted meanwhile: its row stays gone.
             await conn.execute(
                 "UPDATE instances SET status = h.status, state = h.state,"
                 " updated_at = h.updated_at, wake = h.wake, queries = h.queries,"
-                " head = h.head, tail_bytes = h.tail_bytes, owner = $8,"
-                " lease_until = now() + make_interval(secs => $9)"
+                " head = h.head, tail_bytes = h.tail_bytes"
                 " FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[],"
-                " $6::bool[], $7::bytea[], $10::bigint[])"
+                " $6::bool[], $7::bytea[], $8::bigint[])"
                 " AS h (id, status, state, updated_at, wake, queries, head, tail_bytes)"
                 " WHERE instances.id = h.id",
-                *_columns(heads, 8)[:7],
-                self.owner,
-                self.lease,
-                _columns(heads, 8)[7],
+                *_columns(heads, 8),
             )
         if tail_only:
             await conn.execute(
@@ -653,6 +818,120 @@ class PostgresStore:
             )
         return int(found)
 
+    # -- instances of other runtimes ----------------------------------------------------
+    async def claim(self, snapshot: Snapshot) -> str | None:
+        """Store the new instance ``snapshot`` (a start) as this runtime's, unless its id
+        exists: then return the existing instance's workflow name. No two runtimes start
+        one id; a start that commits nothing more is resumed from scratch by its owner."""
+        change = layout.plan([snapshot], [], {})[0]
+        assert change.base is not None and change.head is not None
+        with self._failing("could not write to"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                await pg_cluster.fence(conn, self.owner)
+                new = await conn.fetchval(
+                    "INSERT INTO instances (id, workflow, status, state, created_at, updated_at,"
+                    " wake, queries, head, run, base_bytes, tail_bytes, owner)"
+                    " VALUES ($1, $2, $3, $4, $5, $5, $6, false, $7, $8, $9, 0, $10)"
+                    " ON CONFLICT (id) DO NOTHING RETURNING true",
+                    snapshot.id,
+                    snapshot.workflow,
+                    snapshot.status,
+                    stored_state(snapshot),
+                    snapshot.created_at,
+                    wake_of(snapshot),
+                    change.head,
+                    snapshot.run,
+                    change.base_bytes,
+                    self.owner,
+                )
+                if new is None:
+                    found = await conn.fetchval(
+                        "SELECT workflow FROM instances WHERE id = $1", snapshot.id
+                    )
+                    return str(found)
+                await conn.execute(
+                    "INSERT INTO bases (id, snapshot) VALUES ($1, $2)"
+                    " ON CONFLICT (id) DO UPDATE SET snapshot = excluded.snapshot",
+                    snapshot.id,
+                    change.base,
+                )
+                await conn.execute("DELETE FROM journal WHERE wf = $1", snapshot.id)
+        return None
+
+    async def read(self, instance_id: str) -> Snapshot | None:
+        """Instance ``instance_id`` as committed by whichever runtime runs it (its base,
+        journal and its owner's log, folded), if it exists."""
+        with self._failing("could not read"):
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                owner = await conn.fetchrow(
+                    "SELECT owner FROM instances WHERE id = $1", instance_id
+                )
+                base = await conn.fetchval("SELECT snapshot FROM bases WHERE id = $1", instance_id)
+                if owner is None or base is None:
+                    return None
+                tail = [
+                    r[0]
+                    for r in await conn.fetch(
+                        "SELECT records FROM journal WHERE wf = $1 ORDER BY seq", instance_id
+                    )
+                ]
+                log = await conn.fetch(
+                    "SELECT record FROM wal WHERE owner = $1 OR NOT EXISTS"
+                    " (SELECT 1 FROM runtimes WHERE id = wal.owner) ORDER BY seq",
+                    owner[0],
+                )
+            found = {instance_id: layout.restore(base, tail)}
+            fold(
+                found,
+                (r for (blob,) in log for r in BATCH_DECODER.decode(blob) if r.wf == instance_id),
+            )
+            return found[instance_id]
+
+    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> None:
+        """Put ``request`` in the inbox for the runtime that runs instance ``target`` (or
+        the instance that made the token it names) and ring that runtime, with the
+        verdicts ``marks`` on the requests that led here: one transaction, durable when
+        this returns, nothing written once this runtime's lease was taken over."""
+        with self._failing("could not write to"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                await pg_cluster.fence(conn, self.owner)
+                await conn.fetchval(_INBOX_INSERT, self._now(), request, target, None, CHANNEL)
+                if marks:
+                    await conn.execute(
+                        "UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $1"
+                        " FROM unnest($2::bigint[], $3::text[], $4::text[])"
+                        " AS m (seq, status, reason) WHERE inbox.seq = m.seq",
+                        self._now(),
+                        [seq for seq, _, _ in marks],
+                        [status for _, status, _ in marks],
+                        [reason for _, _, reason in marks],
+                    )
+
+    async def tell_topics(self, topics: Collection[str]) -> None:
+        """Tell the other runtimes to re-run their queries on ``topics`` (not durable: a
+        runtime that is not listening re-runs them all when it opens)."""
+        payload = "topics:" + _TOPICS_ENCODER.encode([self.owner, *topics]).decode()
+        if len(payload.encode()) >= _NOTIFY_MAX:
+            raise StoreError(
+                f"the topics of one notify take {len(payload.encode())} bytes, over the "
+                f"{_NOTIFY_MAX} PostgreSQL carries; notify fewer or shorter topics at a time"
+            )
+        with self._failing("could not write to"):
+            await self.pool.execute("SELECT pg_notify($1, $2)", pg_cluster.EVENTS, payload)
+
+    def ended(self, instance_id: str) -> asyncio.Future[None]:
+        """A future resolved when a runtime reports that ``instance_id`` ended (or this
+        runtime's listening connection was lost or closed: look again then)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._listener is None:
+            waiter.set_result(None)
+        else:
+            self._done.setdefault(instance_id, []).append(waiter)
+        return waiter
+
     # -- reading -------------------------------------------------------------------------
     async def oldest_done(self) -> float | None:
         """When the oldest stored finished instance finished, or the oldest decided inbox
@@ -693,33 +972,43 @@ class PostgresStore:
         return {row[0]: row[1] for row in rows}
 
     async def due(self, after: float, upto: float) -> builtins.list[str]:
-        """Unfinished instances whose stored wake lies in ``(after, upto]``."""
+        """Unfinished instances of this runtime whose stored wake lies in ``(after, upto]``."""
         return await self._ids(
             "SELECT id FROM instances WHERE wake IS NOT NULL AND wake > $1 AND wake <= $2"
-            " ORDER BY wake",
+            " AND owner = $3 ORDER BY wake",
             after,
             upto,
+            self.owner,
         )
 
     async def next_wake(self, after: float) -> float | None:
-        """The earliest stored wake later than ``after``, if any."""
+        """The earliest stored wake of this runtime's instances later than ``after``."""
         with self._failing("could not read"):
             found = await self.pool.fetchval(
-                "SELECT min(wake) FROM instances WHERE wake IS NOT NULL AND wake > $1", after
+                "SELECT min(wake) FROM instances WHERE wake IS NOT NULL AND wake > $1"
+                " AND owner = $2",
+                after,
+                self.owner,
             )
         return float(found) if found is not None else None
 
     async def token_owner(self, token: str) -> str | None:
-        """The unfinished instance that made event token ``token``, if one is stored."""
+        """The unfinished instance that made event token ``token``, if one is stored
+        (whichever runtime runs it)."""
         found = await self._ids("SELECT wf FROM tokens WHERE token = $1", token)
         return found[0] if found else None
 
     async def listening(self, topics: Collection[str]) -> builtins.list[str]:
-        """Unfinished instances that wait on a query on one of ``topics``."""
+        """Unfinished instances of this runtime that wait on a query on one of ``topics``."""
         wanted = builtins.list(topics)
         if not wanted:
             return []
-        return await self._ids("SELECT DISTINCT wf FROM topics WHERE topic = ANY($1)", wanted)
+        return await self._ids(
+            "SELECT DISTINCT t.wf FROM topics t JOIN instances i ON i.id = t.wf"
+            " WHERE t.topic = ANY($1) AND i.owner = $2",
+            wanted,
+            self.owner,
+        )
 
     async def _ids(self, sql: str, *params: object) -> builtins.list[str]:
         with self._failing("could not read"):
@@ -742,19 +1031,25 @@ class PostgresStore:
     async def inbox(
         self, everything: bool = False, max_bytes: int | None = None
     ) -> builtins.list[InboxRow] | None:
-        """Pending inbox requests, oldest first, if a ``NOTIFY`` came since the last call
-        (or the listening connection was lost: then every call reads) or ``everything``;
-        else ``None``. A request larger than ``max_bytes`` comes without its bytes."""
+        """Pending inbox requests for this runtime, oldest first, if a ``NOTIFY`` came since
+        the last call (or the listening connection was lost: then every call reads) or
+        ``everything``; else ``None``. A request larger than ``max_bytes`` comes without
+        its bytes. This runtime's are those for the instances it owns, and, if it is the
+        leader (:func:`pg_cluster.leader`), those for no instance or an unknown one."""
         if not (everything or self._notified or not self._bell.listening):
             return None
         self._notified = False  # before the read: a NOTIFY during it means read again
         try:
             with self._failing("could not read the inbox of"):
                 rows = await self.pool.fetch(
-                    "SELECT seq, length(request),"
-                    " CASE WHEN $1::bigint IS NULL OR length(request) <= $1 THEN request END"
-                    " FROM inbox WHERE status = 'pending' ORDER BY seq",
+                    "SELECT q.seq, length(q.request), CASE WHEN $1::bigint IS NULL"
+                    " OR length(q.request) <= $1 THEN q.request END"
+                    " FROM inbox q LEFT JOIN instances i ON i.id = q.target"
+                    " WHERE q.status = 'pending' AND (i.owner = $2 OR (i.id IS NULL AND"
+                    " (SELECT id FROM runtimes ORDER BY joined_at, id LIMIT 1) = $2))"
+                    " ORDER BY q.seq",
                     max_bytes,
+                    self.owner,
                 )
         except BaseException:
             self._notified = True  # a failed read is tried again
@@ -762,7 +1057,22 @@ class PostgresStore:
         return [InboxRow(int(seq), size, request) for seq, size, request in rows]
 
     async def close(self) -> None:
-        """Stop listening, close the connections (idempotent)."""
+        """Release this runtime's instances to the others (unless its lease was taken
+        over), stop listening, close the connections (idempotent)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is not None:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if self._pool is not None and self._lost is None:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                async with self._pool.acquire() as conn:
+                    await pg_cluster.leave(conn, self.owner)
+        for waiters in self._done.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+        self._done.clear()
         relisten, self._relisten = self._relisten, None
         if relisten is not None:
             relisten.cancel()
@@ -783,14 +1093,30 @@ class PostgresStore:
                 await pool.close()
 
 
+_INBOX_INSERT = (
+    "WITH q AS (INSERT INTO inbox (created_at, request, target) VALUES ($1, $2,"
+    " coalesce($3::text, (SELECT wf FROM tokens WHERE token = $4::text))) RETURNING seq, target)"
+    " SELECT q.seq, pg_notify($5::text,"
+    " coalesce((SELECT owner FROM instances WHERE id = q.target), '')) FROM q"
+)
+"""Put a request in the inbox, addressed, and ring its owner (everyone's, if none)."""
+
+
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> builtins.list[builtins.list[Any]]:
     """``rows`` as ``width`` columns (lists), for ``unnest``."""
     return [[row[i] for row in rows] for i in range(width)]
 
 
-async def submit(url: str, request: bytes, created_at: float | None = None) -> int:
-    """Put an encoded inbox request in the database at ``url`` and ``NOTIFY`` its owner
-    (delivered when the insert commits); return its sequence number."""
+async def submit(
+    url: str,
+    request: bytes,
+    created_at: float | None = None,
+    target: str | None = None,
+    token: str | None = None,
+) -> int:
+    """Put an encoded inbox request in the database at ``url``, addressed to instance
+    ``target`` (or the instance that made ``token``; neither: the leader's), and
+    ``NOTIFY`` its owner (delivered when the insert commits); return its sequence number."""
     label = redact(url)
     try:
         conn = await asyncpg.connect(url, **_SETTINGS)
@@ -801,11 +1127,13 @@ async def submit(url: str, request: bytes, created_at: float | None = None) -> i
     try:
         async with conn.transaction():
             seq = await conn.fetchval(
-                "INSERT INTO inbox (created_at, request) VALUES ($1, $2) RETURNING seq",
+                _INBOX_INSERT,
                 time.time() if created_at is None else created_at,
                 request,
+                target,
+                token,
+                CHANNEL,
             )
-            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, str(seq))
         return int(seq)
     except _DRIVER_ERRORS as exc:
         raise StoreError(

@@ -33,7 +33,7 @@ from actorflow.inbox import (
     submit,
     wait_for_receipt,
 )
-from actorflow.reader import Details, Reader
+from actorflow.reader import Details, Reader, details_of
 from actorflow.runtime import Runtime
 from actorflow.status import Status
 from actorflow.store.sqlite import connect_outside
@@ -113,6 +113,11 @@ class LiveSource:
 
     async def show(self, instance_id: str) -> Details:
         status = await self.runtime.handle(instance_id).status()
+        if self.runtime._shared is not None:
+            # The URL the page has is without its password: the runtime reads for it.
+            snapshot = await self.runtime._snapshot_anywhere(instance_id)
+            if snapshot is not None:
+                return msgspec.structs.replace(details_of(snapshot), status=status)
         if self.runtime.path is not None:
             # Steps, arguments and state as committed, read the way `actorflow show` does.
             try:

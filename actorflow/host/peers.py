@@ -1,0 +1,122 @@
+"""Instances that another runtime runs, on a store several runtimes share (PostgreSQL).
+
+A runtime runs only the instances it owns. For any other instance of the database, it
+reads the committed state (``status``, ``result``) and hands events and cancels to the
+owner through the store's inbox (:class:`Elsewhere`); it hears from the other runtimes
+(:class:`Peers`): instances it took over from a runtime that died or left, a notify,
+and that its own lease was taken over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Protocol, runtime_checkable
+
+from actorflow.errors import ActorflowError, WaitTimeout
+from actorflow.inbox import CancelRequest, ForwardRequest, encode_request
+from actorflow.log import logger as _log
+from actorflow.records import Snapshot
+from actorflow.store.base import Mark, Peers
+
+
+@runtime_checkable
+class SharedStore(Protocol):
+    """What a store that several runtimes open at once adds to :class:`Store`."""
+
+    owner: str
+    """This runtime's id in the store."""
+
+    async def claim(self, snapshot: Snapshot) -> str | None:
+        """Store a new instance as this runtime's; if its id exists, its workflow name."""
+        ...
+
+    async def read(self, instance_id: str) -> Snapshot | None:
+        """An instance as committed by whichever runtime runs it."""
+        ...
+
+    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> None:
+        """Queue ``request`` for the runtime that runs ``target``; durable on return."""
+        ...
+
+    async def tell_topics(self, topics: Collection[str]) -> None:
+        """Have the other runtimes re-run their queries on ``topics``."""
+        ...
+
+    def ended(self, instance_id: str) -> asyncio.Future[None]:
+        """Resolved when some runtime reports that ``instance_id`` ended."""
+        ...
+
+    def follow(self, peers: Peers) -> None:
+        """Start keeping the lease; ``peers`` hears what the other runtimes do."""
+        ...
+
+
+class Elsewhere:
+    """How this runtime reaches the instances other runtimes run."""
+
+    def __init__(self, store: SharedStore, max_payload_bytes: int) -> None:
+        self._store = store
+        self._max_request = max_payload_bytes
+
+    async def snapshot(self, instance_id: str) -> Snapshot | None:
+        """The instance as committed (``None``: no such instance)."""
+        return await self._store.read(instance_id)
+
+    async def deliver(
+        self,
+        snapshot: Snapshot,
+        name: str,
+        token: str | None,
+        payload: bytes | None,
+        error: str | None,
+        cancelled: bool,
+        created_at: float | None,
+        marks: Sequence[Mark],
+    ) -> None:
+        """Hand an event (checked and encoded here) to the runtime that runs
+        ``snapshot``'s instance; durable when this returns. Its owner offers it."""
+        request = ForwardRequest(name, snapshot.id, token, payload, error, cancelled, created_at)
+        await self._store.forward(encode_request(request, self._max_request), snapshot.id, marks)
+        _log.debug("event.forwarded", workflow_id=snapshot.id, name=name)
+
+    async def cancel(self, instance_id: str, marks: Sequence[Mark]) -> None:
+        """Hand a cancel to the runtime that runs the instance; durable on return."""
+        await self._store.forward(encode_request(CancelRequest(instance_id)), instance_id, marks)
+
+    async def result(self, instance_id: str, limit: float | None) -> Snapshot:
+        """The instance once it has ended, as committed; woken by the ``NOTIFY`` of the
+        runtime that ends it, never by polling. :class:`WaitTimeout` after ``limit``."""
+        deadline = None if limit is None else time.monotonic() + limit
+        while True:
+            ended = self._store.ended(instance_id)  # before the read: no end goes unheard
+            snapshot = await self._store.read(instance_id)
+            if snapshot is None:
+                raise ActorflowError(f"no workflow instance with id {instance_id!r}")
+            if snapshot.finished:
+                ended.cancel()
+                return snapshot
+            left = None if deadline is None else deadline - time.monotonic()
+            try:
+                if left is not None and left <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(ended, left)
+            except TimeoutError:
+                raise WaitTimeout(
+                    f"workflow {instance_id!r} did not finish within {limit} s"
+                ) from None
+
+
+class RuntimePeers:
+    """The runtime's side of :class:`Peers`: what it does when the others tell it so."""
+
+    def __init__(
+        self,
+        taken: Callable[[list[Snapshot]], None],
+        lost: Callable[[Exception], None],
+        notified: Callable[[list[str]], None],
+    ) -> None:
+        self.taken = taken
+        self.lost = lost
+        self.notified = notified
