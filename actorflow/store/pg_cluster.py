@@ -157,13 +157,14 @@ async def fence(conn: asyncpg.Connection, owner: str) -> None:
 
 async def claim(
     conn: asyncpg.Connection, owner: str, everything: bool, suspects: list[str]
-) -> tuple[list[bytes], list[str]] | None:
+) -> tuple[list[str], list[bytes], list[str]] | None:
     """In ``conn``'s transaction: delete the rows of the runtimes whose lease has passed,
     and of the ``suspects`` whose session is still lost; claim for ``owner`` their
     instances and those released by a clean close (``everything``: also any whose owner
     is not a live runtime, as at open), and delete
-    the log rows of every runtime no longer registered. Returns those log rows (oldest
-    first) and the claimed ids; ``None`` when there was nothing to take over."""
+    the log rows of every runtime no longer registered. Returns the runtimes presumed
+    dead, those log rows (oldest first) and the claimed ids; ``None`` when there was
+    nothing to take over."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", TAKEOVER_LOCK)
     await fence(conn, owner)
     dead = [
@@ -194,7 +195,7 @@ async def claim(
     )
     if not (dead or taken or log):
         return None
-    return [blob for _, blob in sorted(log)], [row[0] for row in taken]
+    return dead, [blob for _, blob in sorted(log)], [row[0] for row in taken]
 
 
 async def leave(conn: asyncpg.Connection, owner: str) -> bool:

@@ -307,6 +307,7 @@ class PostgresStore:
                 await self._check_schema()
                 async with self.pool.acquire() as conn:
                     await pg_cluster.join(conn, self.owner, self.lease)
+                _log.info("runtime.joined", store=self.label, runtime=self.owner)
                 await self._listen()
                 return await self._take_over(everything=True)
         except BaseException:
@@ -514,7 +515,7 @@ class PostgresStore:
             claimed = await pg_cluster.claim(conn, self.owner, everything, builtins.list(suspects))
             if claimed is None:
                 return []
-            log, taken = claimed
+            dead, log, taken = claimed
             records = [r for blob in log for r in BATCH_DECODER.decode(blob)]
             if records:
                 # Instances a dead runtime's log touched were active: replayed.
@@ -537,8 +538,8 @@ class PostgresStore:
             ]
             for instance_id, (base, tail) in (await self._stored(ids, conn)).items():
                 found[instance_id] = layout.restore(base, tail)
-        if taken:
-            _log.info("lease.took_over", store=self.label, instances=len(taken))
+        if dead or taken:
+            _log.info("lease.took_over", store=self.label, runtimes=dead, instances=len(taken))
         return [s for s in found.values() if not s.finished]
 
     async def _stored(
