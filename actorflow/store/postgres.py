@@ -154,6 +154,8 @@ RELISTEN_DELAY = 1.0
 """Seconds between attempts to listen again after the listening connection was lost."""
 LEASE_MARGIN = 0.05
 """Seconds past another runtime's lease end before looking whether it was renewed."""
+RETAKE_DELAY = 0.2
+"""Seconds at least between two takeovers by one runtime."""
 _NOTIFY_MAX = 8000
 """Bytes a ``NOTIFY`` payload may hold."""
 _TOPICS = msgspec.json.Decoder(builtins.list[str])
@@ -449,13 +451,14 @@ class PostgresStore:
         # runtime left) to take its instances over: within a lease and a moment of a
         # runtime's death.
         while self._pool is not None:
+            tried = False
             try:
                 async with self.pool.acquire() as conn:
                     others, gone = await pg_cluster.renew(conn, self.owner, self.lease)
                 suspects = self._suspects(gone)
                 if suspects or (others is not None and others < 0):
                     await self._take_over_now(suspects)
-                    continue
+                    tried = True
             except pg_cluster.LeaseLost:
                 self._fenced()
                 return
@@ -470,6 +473,8 @@ class PostgresStore:
                 wait = min(wait, others + LEASE_MARGIN)
             if self._gone_since:  # confirm them once the grace has passed
                 wait = min(wait, pg_cluster.SESSION_GRACE / 2)
+            if tried:  # a dead runtime's write may still hold its row: not in a busy loop
+                wait = max(wait, RETAKE_DELAY)
             self._keeper_bell.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._keeper_bell.wait(), wait)
