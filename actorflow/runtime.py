@@ -136,6 +136,10 @@ class Runtime:
         self._closer: asyncio.Task[None] | None = None
         self._cancelling: dict[str, asyncio.Future[None]] = {}  # CancelRequested being written
         self._accepting: asyncio.Future[None] | None = None  # the latest send not yet queued
+        # Set after a takeover until the inbox held for the instances taken is applied:
+        # this runtime's own sends to them wait, so that none overtakes an earlier one.
+        self._draining: asyncio.Future[None] | None = None
+        self._inbox_lock = asyncio.Lock()  # one pass over the inbox at a time
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
@@ -212,7 +216,9 @@ class Runtime:
         if self.path is not None:  # no other process can reach a store in memory
             self._executor.spawn(self._watch_inbox(retry))
         if self._shared is not None:
-            peers = RuntimePeers(self._taken_over, self._lease_lost, self._notified_by_peer)
+            peers = RuntimePeers(
+                self._taking_over, self._taken_over, self._lease_lost, self._notified_by_peer
+            )
             self._shared.follow(peers)
         if self.retention is not None:
             self._retention = Retention(
@@ -432,6 +438,8 @@ class Runtime:
         definition = lookup(event)
         payload, error_text = self._payload(definition, value, error, cancelled)
         check_name(workflow_id, "an instance ID")
+        if self._draining is not None and not marks:
+            await asyncio.shield(self._draining)
         actor = self._directory.loaded.get(workflow_id)
         if actor is not None and self._accepting is None:
             # The hot path: a loaded instance and no send still being queued ahead of
@@ -466,6 +474,8 @@ class Runtime:
         self, token: str, value: Any, error: str | BaseException | None, marks: Sequence[Mark]
     ) -> None:
         self._check_open()
+        if self._draining is not None and not marks:
+            await asyncio.shield(self._draining)
         owner = name = ""
 
         async def accept() -> asyncio.Future[None]:
@@ -674,6 +684,10 @@ class Runtime:
         """Apply the pending inbox requests, in order, if any arrived (``everything``:
         read all pending ones again). Returns whether there were any, and whether a
         store failure left one pending (then read them all again next time)."""
+        async with self._inbox_lock:
+            return await self._apply_inbox_now(everything)
+
+    async def _apply_inbox_now(self, everything: bool) -> tuple[bool, bool]:
         try:
             rows = await self._store.inbox(everything, max_request_bytes(self.max_payload_bytes))
         except StoreError as exc:
@@ -856,6 +870,8 @@ class Runtime:
 
     async def _cancel(self, workflow_id: str, marks: Sequence[Mark]) -> None:
         self._check_open()
+        if self._draining is not None and not marks:
+            await asyncio.shield(self._draining)
         directory = self._directory
         actor = directory.loaded.get(workflow_id)
         snapshot = actor.snapshot if actor is not None else await self._lookup(workflow_id)
@@ -993,14 +1009,37 @@ class Runtime:
         found = await self._lookup(instance_id)
         return found if found is not None else await self._elsewhere_snapshot(instance_id)
 
-    def _taken_over(self, snapshots: builtins.list[Snapshot]) -> None:
+    async def _taking_over(self) -> None:
+        # Sends to instances taken over must not overtake the ones held for them in the
+        # inbox: this runtime's own wait (from now until the inbox is applied), and those
+        # under way are written first (whichever way they go).
+        if self._state != "open" or self._draining is not None:
+            return
+        self._draining = host_loop().create_future()
+        while (ahead := self._accepting) is not None and not ahead.done():
+            await asyncio.wait([ahead])
+
+    def _taken_over(self, snapshots: builtins.list[Snapshot] | None) -> None:
         # Instances of a runtime that died or left: this runtime's now, resumed as at open.
-        if self._state != "open":
+        draining = self._draining
+        if self._state != "open" or snapshots is None:
+            self._draining = None
+            if draining is not None:
+                draining.set_result(None)
             return
         for snapshot in snapshots:
             if snapshot.id not in self._directory.loaded:
                 self._resume(snapshot)
         self._executor.spawn(self._watch_taken())
+        if draining is not None:
+            self._executor.spawn(self._drain(draining))
+
+    async def _drain(self, draining: asyncio.Future[None]) -> None:
+        try:
+            await self._apply_inbox(everything=True)
+        finally:
+            self._draining = None
+            draining.set_result(None)
 
     async def _watch_taken(self) -> None:
         now = self.clock.now()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 from actorflow.errors import ActorflowError, WaitTimeout
@@ -113,10 +113,12 @@ class RuntimePeers:
 
     def __init__(
         self,
-        taken: Callable[[list[Snapshot]], None],
+        taking: Callable[[], Awaitable[None]],
+        taken: Callable[[list[Snapshot] | None], None],
         lost: Callable[[Exception], None],
         notified: Callable[[list[str]], None],
     ) -> None:
+        self.taking = taking
         self.taken = taken
         self.lost = lost
         self.notified = notified

@@ -107,9 +107,15 @@ class Store(Protocol):
 class Peers(Protocol):
     """What a runtime hears from the other runtimes of a shared store (PostgreSQL)."""
 
-    def taken(self, snapshots: list[Snapshot]) -> None:
-        """Instances of a runtime that died or left are this runtime's now; ``snapshots``
-        are those that have something to do."""
+    def taking(self) -> Awaitable[None]:
+        """A takeover is about to be tried: hold this runtime's own sends (and return once
+        those under way are written) until :meth:`taken`, so that none overtakes an
+        earlier send held for the instances taken."""
+        ...
+
+    def taken(self, snapshots: list[Snapshot] | None) -> None:
+        """The takeover ended: instances of a runtime that died or left are this runtime's
+        now, ``snapshots`` being those that have something to do (``None``: none taken)."""
         ...
 
     def lost(self, error: Exception) -> None:

@@ -311,7 +311,7 @@ class PostgresStore:
                     await pg_cluster.join(conn, self.owner, self.lease)
                 _log.info("runtime.joined", store=self.label, runtime=self.owner)
                 await self._listen()
-                return await self._take_over(everything=True)
+                return await self._take_over(everything=True) or []
         except BaseException:
             await self.close()
             raise
@@ -493,6 +493,10 @@ class PostgresStore:
         ]
 
     async def _take_over_now(self, suspects: builtins.list[str]) -> None:
+        peers = self._peers
+        snapshots: builtins.list[Snapshot] | None = None
+        if peers is not None:
+            await peers.taking()
         try:
             with self._failing("could not take over in"):
                 snapshots = await self._take_over(everything=False, suspects=suspects)
@@ -500,18 +504,20 @@ class PostgresStore:
             raise
         except StoreError as exc:
             _log.warning("lease.takeover_failed", store=self.label, error=str(exc))
-            return
-        if snapshots is not None and self._peers is not None:
-            self._notified = True  # requests waiting for them are this runtime's now
-            self._bell.ring()
-            self._peers.taken(snapshots)
+        finally:
+            if snapshots is not None:
+                self._notified = True  # requests waiting for them are this runtime's now
+                self._bell.ring()
+            if peers is not None:
+                peers.taken(snapshots)
 
     async def _take_over(
         self, everything: bool, suspects: Sequence[str] = ()
-    ) -> builtins.list[Snapshot]:
+    ) -> builtins.list[Snapshot] | None:
         """Claim the instances of dead runtimes (``everything``: of any runtime not open,
         as at open), fold their log rows, and return the unfinished ones that have
-        something to do (the others are found through the indexes when they do)."""
+        something to do (the others are found through the indexes when they do);
+        ``None`` when there was nothing to take over."""
         found: dict[str, Snapshot] = {}
         async with self.pool.acquire() as conn, conn.transaction():
             if everything:  # at open: those of this machine whose process is gone
@@ -519,7 +525,7 @@ class PostgresStore:
                 suspects = [r for r in lost if pg_cluster.process_gone(r)]
             claimed = await pg_cluster.claim(conn, self.owner, everything, builtins.list(suspects))
             if claimed is None:
-                return []
+                return None
             dead, log, taken = claimed
             records = [r for blob in log for r in BATCH_DECODER.decode(blob)]
             if records:
@@ -548,11 +554,11 @@ class PostgresStore:
         return [s for s in found.values() if not s.finished]
 
     async def _stored(
-        self, ids: Collection[str], conn: asyncpg.Connection | None = None
+        self, ids: Collection[str], conn: asyncpg.Connection | None = None, anyone: bool = False
     ) -> dict[str, tuple[bytes, builtins.list[bytes]]]:
         """The base and journal rows (in order) of the stored instances among ``ids`` that
-        this runtime owns, read in one transaction (a checkpoint never lands between the
-        two reads); in ``conn``'s transaction if given."""
+        this runtime owns (``anyone``: whoever does), read in one transaction (a checkpoint
+        never lands between the two reads); in ``conn``'s transaction if given."""
         wanted = builtins.list(ids)
         found: dict[str, tuple[bytes, builtins.list[bytes]]] = {}
         if not wanted:
@@ -562,9 +568,10 @@ class PostgresStore:
                 return await self._stored(wanted, own)
         bases = await conn.fetch(
             "SELECT b.id, b.snapshot FROM bases b JOIN instances i ON i.id = b.id"
-            " WHERE b.id = ANY($1) AND i.owner = $2",
+            " WHERE b.id = ANY($1) AND (i.owner = $2 OR $3)",
             wanted,
             self.owner,
+            anyone,
         )
         for instance_id, base in bases:
             found[instance_id] = (base, [])
@@ -1024,15 +1031,32 @@ class PostgresStore:
         self, states: Collection[str] | None, workflow: str | None
     ) -> builtins.list[Snapshot]:
         """Checkpointed snapshots without history, events, values and tokens
-        (:func:`layout.head_of`), filtered in SQL by state and workflow."""
+        (:func:`layout.head_of`), filtered in SQL by state and workflow; and, whole, those
+        that other runtimes changed since their last checkpoint, as committed (not
+        filtered: the caller filters what it gets)."""
         with self._failing("could not read"):
-            rows = await self.pool.fetch(
-                "SELECT head FROM instances WHERE ($1::text[] IS NULL OR state = ANY($1))"
-                " AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at",
-                None if states is None else builtins.list(states),
-                workflow,
-            )
-            return [SNAPSHOT_DECODER.decode(row[0]) for row in rows]
+            async with (
+                self.pool.acquire() as conn,
+                conn.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                rows = await conn.fetch(
+                    "SELECT head FROM instances WHERE ($1::text[] IS NULL OR state = ANY($1))"
+                    " AND ($2::text IS NULL OR workflow = $2) ORDER BY created_at",
+                    None if states is None else builtins.list(states),
+                    workflow,
+                )
+                log = await conn.fetch(
+                    "SELECT record FROM wal WHERE owner <> $1 ORDER BY seq", self.owner
+                )
+                records = [r for (blob,) in log for r in BATCH_DECODER.decode(blob)]
+                touched = {r.wf for r in records}
+                found: dict[str, Snapshot] = {}
+                if touched:
+                    stored = await self._stored(touched, conn, anyone=True)
+                    found = {i: layout.restore(base, tail) for i, (base, tail) in stored.items()}
+            heads = [SNAPSHOT_DECODER.decode(row[0]) for row in rows]
+            fold(found, records)
+            return [s for s in heads if s.id not in found] + builtins.list(found.values())
 
     async def inbox(
         self, everything: bool = False, max_bytes: int | None = None
