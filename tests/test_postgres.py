@@ -432,3 +432,31 @@ def test_without_a_server_ci_fails_and_elsewhere_skips(ci: bool, tmp_path: Path)
     else:
         assert run.returncode == 0 and "1 skipped" in out, out
         assert "no PostgreSQL server for the tests: initdb is not on PATH" in out, out
+
+
+async def test_a_schema_1_database_is_migrated_and_its_instances_go_on(pg_url: str) -> None:
+    # Schema 1 (one runtime per database) had no runtimes table nor inbox targets, and a
+    # per-instance lease_until; its runtime ids are no live runtime's.
+    async with af.Runtime(pg_url) as rt:
+        await rt.start(collect, 3, id="c")
+        await rt.send("c", ping, 1)
+    await execute(
+        pg_url,
+        "DROP TABLE actorflow.runtimes;"
+        " DROP INDEX actorflow.wal_by_owner; DROP INDEX actorflow.instances_by_owner;"
+        " ALTER TABLE actorflow.inbox DROP COLUMN target;"
+        " ALTER TABLE actorflow.instances ADD COLUMN lease_until TIMESTAMPTZ;"
+        " CREATE INDEX instances_by_owner ON actorflow.instances (owner, lease_until);"
+        " UPDATE actorflow.instances SET owner = 'old-host:1:deadbeef', lease_until = now();"
+        " UPDATE actorflow.meta SET version = 1",
+    )
+    request = msgspec.json.encode(SendRequest("c", ping.name, "2"))
+    await execute(
+        pg_url,
+        f"INSERT INTO actorflow.inbox (created_at, request) VALUES (0, '\\x{request.hex()}')",
+    )
+    async with af.Runtime(pg_url) as rt:
+        await rt.send("c", ping, 3)
+        assert await rt.handle("c").result(timeout=10) == [1, 2, 3]
+    rows = await fetch(pg_url, "SELECT version FROM actorflow.meta")
+    assert rows[0][0] == postgres.SCHEMA_VERSION

@@ -137,7 +137,7 @@ CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
 MIGRATIONS = {
     1: f"""
 ALTER TABLE {SCHEMA}.instances DROP COLUMN lease_until;
-DROP INDEX {SCHEMA}.instances_by_owner;
+DROP INDEX IF EXISTS {SCHEMA}.instances_by_owner;  -- gone with lease_until
 CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner);
 ALTER TABLE {SCHEMA}.inbox ADD COLUMN target TEXT;
 CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
