@@ -450,35 +450,43 @@ class PostgresStore:
         # Renews every third of a lease; wakes when the earliest other lease ends (or a
         # runtime left) to take its instances over: within a lease and a moment of a
         # runtime's death.
-        while self._pool is not None:
-            tried = False
-            try:
-                async with self.pool.acquire() as conn:
+        # A connection of its own: reads and starts queued on the pool never delay it.
+        conn: asyncpg.Connection | None = None
+        try:
+            while self._pool is not None:
+                tried = False
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await asyncpg.connect(self._url, **self._settings)
                     others, gone = await pg_cluster.renew(conn, self.owner, self.lease)
-                suspects = self._suspects(gone)
-                if suspects or (others is not None and others < 0):
-                    await self._take_over_now(suspects)
-                    tried = True
-            except pg_cluster.LeaseLost:
-                self._fenced()
-                return
-            except StoreError:
-                return  # closed
-            except _DRIVER_ERRORS as exc:  # the server is away: writes are fenced anyway
-                error = scrub(f"{type(exc).__name__}: {exc}", self._url)
-                _log.warning("lease.renew_failed", store=self.label, error=error)
-                others = None
-            wait = self.lease / 3
-            if others is not None:
-                wait = min(wait, others + LEASE_MARGIN)
-            if self._gone_since:  # confirm them once the grace has passed
-                wait = min(wait, pg_cluster.SESSION_GRACE / 2)
-            if tried:  # a dead runtime's write may still hold its row: not in a busy loop
-                wait = max(wait, RETAKE_DELAY)
-            self._keeper_bell.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._keeper_bell.wait(), wait)
-                await self._take_over_now([])
+                    suspects = self._suspects(gone)
+                    if suspects or (others is not None and others < 0):
+                        await self._take_over_now(suspects)
+                        tried = True
+                except pg_cluster.LeaseLost:
+                    self._fenced()
+                    break
+                except StoreError:
+                    break  # closed
+                except _DRIVER_ERRORS as exc:  # the server is away: writes are fenced anyway
+                    error = scrub(f"{type(exc).__name__}: {exc}", self._url)
+                    _log.warning("lease.renew_failed", store=self.label, error=error)
+                    others = None
+                wait = self.lease / 3
+                if others is not None:
+                    wait = min(wait, others + LEASE_MARGIN)
+                if self._gone_since:  # confirm them once the grace has passed
+                    wait = min(wait, pg_cluster.SESSION_GRACE / 2)
+                if tried:  # a dead runtime's write may still hold its row: not in a busy loop
+                    wait = max(wait, RETAKE_DELAY)
+                self._keeper_bell.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._keeper_bell.wait(), wait)
+                    await self._take_over_now([])
+        finally:
+            if conn is not None:
+                with contextlib.suppress(*_DRIVER_ERRORS):
+                    await conn.close()
 
     def _suspects(self, gone: builtins.list[str]) -> builtins.list[str]:
         """Of the runtimes whose session the server lost, those presumed dead: lost for
