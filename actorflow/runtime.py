@@ -560,8 +560,9 @@ class Runtime:
                 forwarding = self._elsewhere.deliver(
                     snapshot, name, token, payload, error, cancelled, created_at, marks
                 )
-                await self._reading(forwarding)
-                return _durable()
+                seq = await self._reading(forwarding)
+                # Its place is kept: the wait for the owner to take it is not in call order.
+                return asyncio.ensure_future(self._reading(self._elsewhere.applied(seq)))
             if token is not None and directory.token_sent(snapshot, token):
                 raise ActorflowError(_UNUSABLE_TOKEN)
             now = self.clock.now()
@@ -1087,13 +1088,6 @@ class Runtime:
             and not (self._retention is not None and self._retention.busy)
             and not self._directory.busy
         )
-
-
-def _durable() -> asyncio.Future[None]:
-    """The write of an event already durable (handed to the runtime that runs it)."""
-    done: asyncio.Future[None] = host_loop().create_future()
-    done.set_result(None)
-    return done
 
 
 _UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"

@@ -36,8 +36,14 @@ class SharedStore(Protocol):
         """An instance as committed by whichever runtime runs it."""
         ...
 
-    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> None:
-        """Queue ``request`` for the runtime that runs ``target``; durable on return."""
+    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> int:
+        """Queue ``request`` for the runtime that runs ``target``; durable on return.
+        Returns its number, for :meth:`decided`."""
+        ...
+
+    async def decided(self, seq: int) -> str | None:
+        """Wait for the verdict on forwarded request ``seq``: ``None`` (accepted) or
+        the reason it was rejected."""
         ...
 
     async def tell_topics(self, topics: Collection[str]) -> None:
@@ -74,16 +80,31 @@ class Elsewhere:
         cancelled: bool,
         created_at: float | None,
         marks: Sequence[Mark],
-    ) -> None:
+    ) -> int:
         """Hand an event (checked and encoded here) to the runtime that runs
-        ``snapshot``'s instance; durable when this returns. Its owner offers it."""
+        ``snapshot``'s instance: durable when this returns (its place among the events
+        for the instance is kept), offered by the owner as its own send would be.
+        Returns the request's number: :meth:`applied` waits for the owner."""
         request = ForwardRequest(name, snapshot.id, token, payload, error, cancelled, created_at)
-        await self._store.forward(encode_request(request, self._max_request), snapshot.id, marks)
-        _log.debug("event.forwarded", workflow_id=snapshot.id, name=name)
+        seq = await self._store.forward(
+            encode_request(request, self._max_request), snapshot.id, marks
+        )
+        _log.debug("event.forwarded", workflow_id=snapshot.id, name=name, seq=seq)
+        return seq
 
     async def cancel(self, instance_id: str, marks: Sequence[Mark]) -> None:
-        """Hand a cancel to the runtime that runs the instance; durable on return."""
-        await self._store.forward(encode_request(CancelRequest(instance_id)), instance_id, marks)
+        """Hand a cancel to the runtime that runs the instance; returns once applied."""
+        request = encode_request(CancelRequest(instance_id))
+        await self.applied(await self._store.forward(request, instance_id, marks))
+
+    async def applied(self, seq: int) -> None:
+        """Return once the owner has applied forwarded request ``seq``, as its own call
+        would have returned; raise what it would have raised (:class:`ActorflowError`
+        with the owner's reason) if it refused it. A later call here therefore comes
+        after it, and a token it spent cannot be spent again."""
+        reason = await self._store.decided(seq)
+        if reason is not None:
+            raise ActorflowError(reason)
 
     async def result(self, instance_id: str, limit: float | None) -> Snapshot:
         """The instance once it has ended, as committed; woken by the ``NOTIFY`` of the

@@ -154,6 +154,8 @@ RELISTEN_DELAY = 1.0
 """Seconds between attempts to listen again after the listening connection was lost."""
 LEASE_MARGIN = 0.05
 """Seconds past another runtime's lease end before looking whether it was renewed."""
+VERDICT_CHECK = 1.0
+"""Seconds between reads of a forwarded request while no verdict was heard."""
 RETAKE_DELAY = 0.2
 """Seconds at least between two takeovers by one runtime."""
 _NOTIFY_MAX = 8000
@@ -248,6 +250,7 @@ class PostgresStore:
         self._keeper: asyncio.Task[None] | None = None
         self._keeper_bell = asyncio.Event()  # rung when a runtime left: take over now
         self._done: dict[str, builtins.list[asyncio.Future[None]]] = {}
+        self._verdicts: dict[int, asyncio.Future[str]] = {}  # requests forwarded, by seq
         self._lost: pg_cluster.LeaseLost | None = None
         self._gone_since: dict[str, float] = {}  # runtimes whose session was seen lost
 
@@ -379,6 +382,11 @@ class PostgresStore:
             for waiter in self._done.pop(what, ()):
                 if not waiter.done():
                     waiter.set_result(None)
+        elif kind == "decided":
+            seq, _, status = what.partition(":")
+            verdict = self._verdicts.get(int(seq)) if seq.isdigit() else None
+            if verdict is not None and not verdict.done():
+                verdict.set_result(status)
         elif kind == "left" and what != self.owner:
             self._keeper_bell.set()
         elif kind == "topics" and self._peers is not None:
@@ -647,8 +655,11 @@ class PostgresStore:
             " t AS (INSERT INTO tokens (token, wf) SELECT * FROM unnest($7::text[], $8::text[])"
             " WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING),"
             " n AS (SELECT pg_notify($10, 'done:' || e) FROM unnest($9::text[]) AS e"
+            " WHERE EXISTS (SELECT 1 FROM me)),"
+            " d AS (SELECT pg_notify($10, 'decided:' || m.seq || ':' || m.status)"
+            " FROM unnest($4::bigint[], $5::text[]) AS m (seq, status)"
             " WHERE EXISTS (SELECT 1 FROM me))"
-            " SELECT 1 FROM me WHERE (SELECT count(*) FROM n) >= 0",
+            " SELECT 1 FROM me WHERE (SELECT count(*) FROM n) + (SELECT count(*) FROM d) >= 0",
             self.owner,
             blob,
             self._now(),
@@ -911,25 +922,71 @@ class PostgresStore:
             )
             return found[instance_id]
 
-    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> None:
+    async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> int:
         """Put ``request`` in the inbox for the runtime that runs instance ``target`` (or
         the instance that made the token it names) and ring that runtime, with the
         verdicts ``marks`` on the requests that led here: one transaction, durable when
-        this returns, nothing written once this runtime's lease was taken over."""
+        this returns, nothing written once this runtime's lease was taken over. Returns
+        the request's number, whose verdict :meth:`decided` waits for."""
+        verdict: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        seq = 0
         with self._failing("could not write to"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                await pg_cluster.fence(conn, self.owner)
-                await conn.fetchval(_INBOX_INSERT, self._now(), request, target, None, CHANNEL)
-                if marks:
-                    await conn.execute(
-                        "UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $1"
-                        " FROM unnest($2::bigint[], $3::text[], $4::text[])"
-                        " AS m (seq, status, reason) WHERE inbox.seq = m.seq",
-                        self._now(),
-                        [seq for seq, _, _ in marks],
-                        [status for _, status, _ in marks],
-                        [reason for _, _, reason in marks],
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await pg_cluster.fence(conn, self.owner)
+                    seq = await conn.fetchval(
+                        _INBOX_INSERT, self._now(), request, target, None, CHANNEL
                     )
+                    self._verdicts[seq] = verdict  # before the commit: no verdict unheard
+                    if marks:
+                        await conn.execute(
+                            "WITH v AS (UPDATE inbox SET status = m.status, reason = m.reason,"
+                            " decided_at = $1 FROM unnest($2::bigint[], $3::text[], $4::text[])"
+                            " AS m (seq, status, reason) WHERE inbox.seq = m.seq RETURNING 1)"
+                            " SELECT pg_notify($5, 'decided:' || m.seq || ':' || m.status)"
+                            " FROM unnest($2::bigint[], $3::text[]) AS m (seq, status)",
+                            self._now(),
+                            [seq for seq, _, _ in marks],
+                            [status for _, status, _ in marks],
+                            [reason for _, _, reason in marks],
+                            pg_cluster.EVENTS,
+                        )
+            except BaseException:
+                self._verdicts.pop(seq, None)
+                raise
+        return int(seq)
+
+    async def decided(self, seq: int) -> str | None:
+        """Wait for the verdict on request ``seq`` put in the inbox by :meth:`forward`:
+        ``None`` once it was accepted, else the reason it was rejected. Woken by the
+        ``NOTIFY`` of the runtime that decides it; a lost notice is caught by reading
+        the request every :data:`VERDICT_CHECK` seconds."""
+        verdict = self._verdicts.get(seq)
+        if verdict is None:
+            verdict = self._verdicts[seq] = asyncio.get_running_loop().create_future()
+        try:
+            while True:
+                try:
+                    status = await asyncio.wait_for(asyncio.shield(verdict), VERDICT_CHECK)
+                except TimeoutError:
+                    with self._failing("could not read"):
+                        row = await self.pool.fetchrow(
+                            "SELECT status, reason FROM inbox WHERE seq = $1", seq
+                        )
+                    if row is None:
+                        return "the request was deleted before it was decided"
+                    if row[0] == "pending":
+                        continue
+                    return None if row[0] == "accepted" else str(row[1] or "rejected")
+                if status == "accepted":
+                    return None
+                with self._failing("could not read"):
+                    reason = await self.pool.fetchval(
+                        "SELECT reason FROM inbox WHERE seq = $1", seq
+                    )
+                return str(reason or "rejected")
+        finally:
+            self._verdicts.pop(seq, None)
 
     async def tell_topics(self, topics: Collection[str]) -> None:
         """Tell the other runtimes to re-run their queries on ``topics`` (not durable: a
@@ -1111,6 +1168,10 @@ class PostgresStore:
                 if not waiter.done():
                     waiter.set_result(None)
         self._done.clear()
+        for verdict in self._verdicts.values():
+            if not verdict.done():
+                verdict.set_exception(StoreError(f"{self.label} was closed"))
+                verdict.exception()  # its waiter may be gone: never "never retrieved"
         relisten, self._relisten = self._relisten, None
         if relisten is not None:
             relisten.cancel()
