@@ -561,6 +561,8 @@ class Runtime:
                     snapshot, name, token, payload, error, cancelled, created_at, marks
                 )
                 seq = await self._reading(forwarding)
+                if marks:  # from this inbox: handed over is its verdict (no two inboxes
+                    return _handed_over()  # ever wait on each other)
                 # Its place is kept: the wait for the owner to take it is not in call order.
                 return asyncio.ensure_future(self._reading(self._elsewhere.applied(seq)))
             if token is not None and directory.token_sent(snapshot, token):
@@ -1088,6 +1090,13 @@ class Runtime:
             and not (self._retention is not None and self._retention.busy)
             and not self._directory.busy
         )
+
+
+def _handed_over() -> asyncio.Future[None]:
+    """The write of an event handed to the runtime that runs its instance."""
+    done: asyncio.Future[None] = host_loop().create_future()
+    done.set_result(None)
+    return done
 
 
 _UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"

@@ -93,9 +93,12 @@ class Elsewhere:
         return seq
 
     async def cancel(self, instance_id: str, marks: Sequence[Mark]) -> None:
-        """Hand a cancel to the runtime that runs the instance; returns once applied."""
+        """Hand a cancel to the runtime that runs the instance; returns once applied (or,
+        for a request of this runtime's inbox, decided by ``marks``, once handed over)."""
         request = encode_request(CancelRequest(instance_id))
-        await self.applied(await self._store.forward(request, instance_id, marks))
+        seq = await self._store.forward(request, instance_id, marks)
+        if not marks:
+            await self.applied(seq)
 
     async def applied(self, seq: int) -> None:
         """Return once the owner has applied forwarded request ``seq``, as its own call

@@ -927,7 +927,8 @@ class PostgresStore:
         the instance that made the token it names) and ring that runtime, with the
         verdicts ``marks`` on the requests that led here: one transaction, durable when
         this returns, nothing written once this runtime's lease was taken over. Returns
-        the request's number, whose verdict :meth:`decided` waits for."""
+        the request's number, whose verdict :meth:`decided` waits for (without ``marks``:
+        a request of this runtime's inbox is decided as handed over)."""
         verdict: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         seq = 0
         with self._failing("could not write to"):
@@ -937,7 +938,8 @@ class PostgresStore:
                     seq = await conn.fetchval(
                         _INBOX_INSERT, self._now(), request, target, None, CHANNEL
                     )
-                    self._verdicts[seq] = verdict  # before the commit: no verdict unheard
+                    if not marks:  # waited for (:meth:`decided`); before the commit: heard
+                        self._verdicts[seq] = verdict
                     if marks:
                         await conn.execute(
                             "WITH v AS (UPDATE inbox SET status = m.status, reason = m.reason,"
