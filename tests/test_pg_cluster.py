@@ -355,11 +355,11 @@ def test_instances_started_in_one_process_are_driven_from_another(
             driver.call("resolve", token=token, value=f"yes-{wf}")
         else:
             driver.call("reject", token=token, error=f"no-{wf}")
+        # The starter sees the wait on the query (status read across processes).
+        until(starter, wf, "waits on its query", lambda s: waits_on(s, "query"))
         # A token is single-use, whoever uses it.
         with pytest.raises(ChildError, match="ActorflowError"):
             starter.call("resolve", token=token, value="again")
-        # The starter sees the wait on the query (status read across processes).
-        until(starter, wf, "waits on its query", lambda s: waits_on(s, "query"))
         (tmp_path / f"flag-{wf}").write_text(f"up-{wf}")
         driver.call("notify", topics=["cluster.flags"])
 
@@ -482,6 +482,11 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
 
 
 # -- 3. a partition: SIGSTOP past the lease ------------------------------------------------
+NAP = 1.5
+"""Seconds the nap instance sleeps: it is started just before the pause, and its timer
+falls due during it."""
+
+
 def test_a_paused_owner_that_lost_its_lease_writes_nothing_when_it_resumes(
     spawn: Callable[..., list[Child]], tmp_path: Path, pg_url: str
 ) -> None:
@@ -493,15 +498,15 @@ def test_a_paused_owner_that_lost_its_lease_writes_nothing_when_it_resumes(
     for wf in parked:
         a.call("start", workflow="cluster.flow", args=[expect], wf=wf)
     a.call("start", workflow="cluster.flow", args=[expect, True], wf="slow")
-    # A timer that falls due while A is paused: A must not fire it when it resumes.
-    a.call("start", workflow="cluster.nap", args=[LEASE / 2, expect], wf="nap")
     for wf in parked:
         until(b, wf, "parks", lambda s: waits_on(s, "event", PING))
-    until(b, "nap", "sleeps", lambda s: waits_on(s, "timer"))
     poll("the slow step runs in A", lambda: executions(tmp_path).get(("slow", "a")))
-    assert a.call("feed", wfs=every, tag="A", count=own) == 0
     owner = a.call("whoami")["owner"]
-
+    # A timer that falls due while A is paused: A must not fire it when it resumes.
+    a.call("start", workflow="cluster.nap", args=[NAP, expect], wf="nap")
+    until(b, "nap", "sleeps", lambda s: waits_on(s, "timer"))
+    assert a.call("feed", wfs=every, tag="A", count=own) == 0
+    assert ("nap", "c") not in executions(tmp_path), "too slow: the nap woke before the pause"
     paused = time.time()
     a.signal(signal.SIGSTOP)
     try:
