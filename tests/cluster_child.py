@@ -132,16 +132,19 @@ def ack(line: str, name: str = "acks.log") -> None:
 
 
 async def feed_one(rt: af.Runtime, instance: str, tag: str, ks: range, pause: float) -> int:
-    """Send pings ``ks`` of sender ``tag`` to ``instance`` one after the other; a
-    send that raised is logged and tried again (a contract breach the test reports)."""
+    """Send pings ``ks`` of sender ``tag`` to ``instance`` one after the other. A send
+    that raised (a contract breach the test reports) is logged and tried again, for a
+    second or two; then the stream gives up. Returns how many sends raised."""
     errors = 0
     for k in ks:
-        for _attempt in range(100):
+        for attempt in range(GIVE_UP + 1):
             try:
                 await rt.send(instance, ping, Ping(tag, k))
             except Exception as exc:
                 errors += 1
                 ack(f"{tag} {instance} {k} {type(exc).__name__}: {exc}", "send-errors.log")
+                if attempt == GIVE_UP:
+                    return errors
                 await asyncio.sleep(0.1)
             else:
                 ack(f"{tag} {instance} {k}")
@@ -149,6 +152,10 @@ async def feed_one(rt: af.Runtime, instance: str, tag: str, ks: range, pause: fl
         if pause:
             await asyncio.sleep(random.uniform(0, 2 * pause))
     return errors
+
+
+GIVE_UP = 15
+"""Attempts of a send that keeps raising after which its stream stops."""
 
 
 def plain(value: Any) -> Any:
