@@ -394,7 +394,10 @@ def test_instances_started_in_one_process_are_driven_from_another(
     expected = {"d1": "completed", "d2": "completed", "d3": "completed", "d4": "completed",
                 "p1": "cancelled", "p2": "cancelled"}  # fmt: skip
     for child in (a, b):
-        assert {s["id"]: s["state"] for s in child.call("list")} == expected, child.name
+        seen = {wf: child.status(wf)["state"] for wf in expected}
+        assert seen == expected, f"status() in {child.name}"
+        listed = {s["id"]: s["state"] for s in child.call("list")}
+        assert listed == expected, f"list() in {child.name}"
 
     # Each instance ran its step once: one runtime ran it, the other only routed.
     runs = executions(tmp_path)
