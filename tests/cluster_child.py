@@ -147,7 +147,7 @@ async def feed_one(rt: af.Runtime, instance: str, tag: str, ks: range, pause: fl
                     return errors
                 await asyncio.sleep(0.1)
             else:
-                ack(f"{tag} {instance} {k}")
+                ack(f"{tag} {instance} {k} {time.time():.6f}")
                 break
         if pause:
             await asyncio.sleep(random.uniform(0, 2 * pause))

@@ -246,12 +246,13 @@ def executions(work: Path) -> dict[tuple[str, str], list[Execution]]:
 
 
 def acked(work: Path) -> list[tuple[str, str, int]]:
-    """Every acknowledged send of a ``feed``: (sender, instance, k)."""
+    """Every acknowledged send of a ``feed``: (sender, instance, k) (each line also
+    says when, for a person reading the log)."""
     try:
         lines = (work / "acks.log").read_text().splitlines()
     except FileNotFoundError:
         return []
-    return [(s, i, int(k)) for s, i, k in (line.split() for line in lines)]
+    return [(s, i, int(k)) for s, i, k, _ in (line.split() for line in lines)]
 
 
 def send_errors(work: Path) -> list[str]:
