@@ -406,6 +406,42 @@ def test_instances_started_in_one_process_are_driven_from_another(
         assert [r.pid for r in runs[(wf, "a")]] == [starter.pid], runs[(wf, "a")]
 
 
+def test_what_another_process_acknowledged_comes_first(
+    spawn: Callable[..., list[Child]], tmp_path: Path
+) -> None:
+    """A send or resolve acknowledged in one process is older than one made after it in
+    the owner: the mailbox takes it first (oldest first), and the token it used is
+    spent (single-use) — the owner's own later call must not overtake it."""
+    a, b = spawn("A", "B")
+    instances = [f"o{i}" for i in range(8)]
+    for wf in instances:
+        (tmp_path / f"flag-{wf}").write_text("set")
+        a.call("start", workflow="cluster.drive", args=[2], wf=wf)
+    for wf in instances:
+        until(b, wf, "waits for a ping", lambda s: waits_on(s, "event", PING))
+        b.call("send", wf=wf, value={"sender": "B", "k": 0})
+        a.call("send", wf=wf, value={"sender": "A", "k": 0})
+    problems = []
+    for wf in instances:
+        st = until(b, wf, "waits on its token", lambda s: waits_on(s, "event", APPROVAL))
+        [token] = [w["token"] for w in st["waiting_on"] if w["token"]]
+        b.call("resolve", token=token, value="from-B")
+        try:
+            a.call("resolve", token=token, value="from-A")
+        except ChildError as exc:
+            if exc.kind != "ActorflowError":
+                problems.append(f"{wf}: the second resolve raised {exc}")
+        else:
+            problems.append(f"{wf}: the owner's resolve after B's acknowledged one was accepted")
+    for wf in instances:
+        value = b.call("result", wf=wf, timeout=30)
+        if value["got"] != [["B", 0], ["A", 0]]:
+            problems.append(f"{wf}: took {value['got']}: B's acknowledged ping is the older")
+        if value["verdict"] != "resolved:from-B":
+            problems.append(f"{wf}: {value['verdict']}: B's acknowledged resolve was lost")
+    assert not problems, "\n".join(problems)
+
+
 # -- 2. SIGKILL of the owner ---------------------------------------------------------------
 PARKED = 8
 """Instances parked on a ping in the killed owner, besides the one with a step in flight."""
