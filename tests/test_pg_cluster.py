@@ -4,7 +4,8 @@ Each runtime is a real child process (tests/cluster_child.py) driven over its st
 instances started in one are driven from another; the owner is killed with SIGKILL
 (with instances parked and a step in flight), closed cleanly, or paused with SIGSTOP
 past its lease (a network partition). Checks, as the crash test of the core: every
-acknowledged send is delivered exactly once, in order per sender; no step whose result
+acknowledged send is delivered exactly once, in order per sender, and before any sent
+after it returned, whichever process sent that (oldest first); no step whose result
 was stored runs again; a takeover happens within the lease plus one second (asserted
 with slack, and printed); a paused owner that lost its lease writes nothing more for
 the instances it lost.
