@@ -212,6 +212,14 @@ def poll(what: str, probe: Callable[[], Any], timeout: float = 20.0, every: floa
         time.sleep(every)
 
 
+def whole_lines(path: Path) -> list[str]:
+    """The lines of a log a child appends to, without a last one still being written."""
+    try:
+        return path.read_text().split("\n")[:-1]
+    except FileNotFoundError:
+        return []
+
+
 class Execution:
     """One execution of a step, from the step log: who ran it, when, and its result."""
 
@@ -228,11 +236,7 @@ class Execution:
 def executions(work: Path) -> dict[tuple[str, str], list[Execution]]:
     """Every execution of every step, by (instance, step), in the order they started."""
     runs: dict[tuple[str, str], list[Execution]] = {}
-    try:
-        lines = (work / "steps.log").read_text().splitlines()
-    except FileNotFoundError:
-        return runs
-    for line in lines:
+    for line in whole_lines(work / "steps.log"):
         parts = line.split()
         if parts[0] == "START":
             _, instance, what, pid, at = parts
@@ -249,10 +253,7 @@ def executions(work: Path) -> dict[tuple[str, str], list[Execution]]:
 def acked(work: Path) -> list[tuple[str, str, int]]:
     """Every acknowledged send of a ``feed``: (sender, instance, k) (each line also
     says when, for a person reading the log)."""
-    try:
-        lines = (work / "acks.log").read_text().splitlines()
-    except FileNotFoundError:
-        return []
+    lines = whole_lines(work / "acks.log")
     return [(s, i, int(k)) for s, i, k, _ in (line.split() for line in lines)]
 
 
