@@ -393,6 +393,11 @@ def test_instances_started_in_one_process_are_driven_from_another(
     with pytest.raises(ChildError, match="ActorflowError"):
         b.call("send", wf="nobody", value={"sender": "B", "k": 0})
 
+    # Each instance ran its step once: one runtime ran it, the other only routed.
+    runs = executions(tmp_path)
+    for wf, starter, _, _ in cases:
+        assert [r.pid for r in runs[(wf, "a")]] == [starter.pid], runs[(wf, "a")]
+
     # list() in either process shows every instance of the database, the same way.
     expected = {"d1": "completed", "d2": "completed", "d3": "completed", "d4": "completed",
                 "p1": "cancelled", "p2": "cancelled"}  # fmt: skip
@@ -401,11 +406,6 @@ def test_instances_started_in_one_process_are_driven_from_another(
         assert seen == expected, f"status() in {child.name}"
         listed = {s["id"]: s["state"] for s in child.call("list")}
         assert listed == expected, f"list() in {child.name}"
-
-    # Each instance ran its step once: one runtime ran it, the other only routed.
-    runs = executions(tmp_path)
-    for wf, starter, _, _ in cases:
-        assert [r.pid for r in runs[(wf, "a")]] == [starter.pid], runs[(wf, "a")]
 
 
 def test_what_another_process_acknowledged_comes_first(
