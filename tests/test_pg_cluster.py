@@ -525,6 +525,73 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
     assert max(takeovers.values()) <= bound, f"takeovers took {takeovers} (lease {LEASE} s)"
 
 
+def test_the_runtime_that_took_over_dies_too_and_the_last_one_takes_all(
+    spawn: Callable[..., list[Child]], tmp_path: Path
+) -> None:
+    """Two deaths in a row, the step still in flight: the instances (and the log rows of
+    both dead runtimes) end up with the last process, and nothing is lost or repeated."""
+    a, b, c = spawn("A", "B", "C")
+    parked = [f"f{i}" for i in range(4)]
+    every = [*parked, "slow"]
+    first, then = 5, 10
+    expect = 2 * first + then
+    for wf in parked:
+        a.call("start", workflow="cluster.flow", args=[expect], wf=wf)
+    a.call("start", workflow="cluster.flow", args=[expect, True], wf="slow")
+    for wf in parked:
+        until(b, wf, "parks", lambda s: waits_on(s, "event", PING))
+    poll("the slow step runs in A", lambda: executions(tmp_path).get(("slow", "a")))
+    for x in (b, c):
+        assert x.call("feed", wfs=every, tag=x.name, count=first) == 0, send_errors(tmp_path)
+
+    killed = time.time()
+    a.kill()
+    [rerun] = poll(
+        "a survivor runs the slow step again",
+        lambda: [r for r in executions(tmp_path)[("slow", "a")] if r.pid != a.pid],
+        timeout=LEASE + 15,
+    )
+    first_takeover = rerun.started - killed
+    heir, last = (b, c) if rerun.pid == b.pid else (c, b)
+    feed = last.submit("feed", wfs=every, tag=last.name, first=first, count=then, pause=0.03)
+    poll("some pings sent", lambda: len(acked(tmp_path)) >= (2 * first + 2) * len(every))
+    killed = time.time()
+    heir.kill()
+    [rerun] = poll(
+        f"{last.name} runs the slow step again",
+        lambda: [r for r in executions(tmp_path)[("slow", "a")] if r.pid == last.pid],
+        timeout=LEASE + 15,
+    )
+    second_takeover = rerun.started - killed
+    (tmp_path / "release").touch()
+    assert Child.outcome(feed, 60) == 0, send_errors(tmp_path)
+    results = {wf: last.call("result", wf=wf, timeout=30) for wf in every}
+    print(
+        f"takeovers (lease {LEASE} s): {first_takeover:.2f} s after A's death, "
+        f"{second_takeover:.2f} s after {heir.name}'s"
+    )
+
+    senders = {heir.name: first, last.name: first + then}
+    problems = ping_problems(results, acked(tmp_path), senders)
+    problems += [f"a send raised: {line}" for line in send_errors(tmp_path)]
+    runs = executions(tmp_path)
+    for wf in parked:
+        if [r.pid for r in runs[(wf, "a")]] != [a.pid]:
+            problems.append(f"{wf}: step a, stored before the kills, ran again: {runs[(wf, 'a')]}")
+    for wf in every:
+        done = runs[(wf, "b")]
+        if [r.pid for r in done] != [last.pid] or results[wf]["last"] != done[0].nonce:
+            problems.append(f"{wf}: step b should have run once, in {last.name}: {done}")
+    slow = runs[("slow", "a")]
+    if [r.pid for r in slow] != [a.pid, heir.pid, last.pid]:
+        problems.append(f"slow: the step in flight should have run once in each process: {slow}")
+    if results["slow"]["first"] != slow[-1].nonce:
+        problems.append(f"slow: the stored result is not {last.name}'s: {slow}")
+    assert not problems, "\n".join(problems)
+    bound = LEASE + 1 + SLACK
+    assert max(first_takeover, second_takeover) <= bound, (first_takeover, second_takeover)
+
+
 # -- 3. a partition: SIGSTOP past the lease ------------------------------------------------
 NAP = 1.5
 """Seconds the nap instance sleeps: it is started just before the pause, and its timer
