@@ -6,10 +6,11 @@ Opens ``af.Runtime(URL, lease=LEASE)``, prints ``READY {"pid": ...}`` and then t
 one JSON command a line on stdin: ``{"id": n, "op": ..., ...}``. Each command runs in
 its own task; its answer is one line ``{"id": n, "ok": value}`` or ``{"id": n,
 "error": type name, "message": text}``. Ops: ``start``, ``send``, ``resolve``,
-``reject``, ``cancel``, ``notify``, ``status``, ``result``, ``list`` (the public API,
-for any instance), ``feed`` (a stream of tagged pings, each acknowledged send logged
-to WORKDIR/acks.log, each failed one to WORKDIR/send-errors.log), ``whoami`` and
-``close`` (leave the runtime cleanly, answer, exit). End of stdin closes too.
+``reject``, ``cancel``, ``notify``, ``status``, ``result`` (waiting ``within``
+seconds), ``list`` (the public API, for any instance), ``feed`` (a stream of tagged
+pings, each acknowledged send logged to WORKDIR/acks.log, each failed one to
+WORKDIR/send-errors.log), ``whoami`` and ``close`` (leave the runtime cleanly,
+answer, exit). End of stdin closes too.
 
 Steps append to WORKDIR/steps.log, one line per start and per end of an execution,
 with the process id and the time, flushed and synced before the step goes on: the
@@ -195,7 +196,7 @@ async def run(rt: af.Runtime, op: str, cmd: dict[str, Any], closing: asyncio.Eve
     if op == "status":
         return plain(await rt.handle(cmd["wf"]).status())
     if op == "result":
-        return plain(await rt.handle(cmd["wf"]).result(timeout=cmd.get("timeout")))
+        return plain(await rt.handle(cmd["wf"]).result(timeout=cmd.get("within")))
     if op == "list":
         return plain(await rt.list())
     if op == "feed":

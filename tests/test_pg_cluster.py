@@ -289,6 +289,38 @@ def ping_problems(
     return problems
 
 
+def results_of(child: Child, wfs: list[str], work: Path, within: float = 20.0) -> dict[str, Any]:
+    """The results of ``wfs``, awaited in ``child``; if some do not come within
+    ``within`` seconds in all, fail saying where each of those stands (its status, the
+    pings acknowledged for it, its steps' executions)."""
+    deadline = time.monotonic() + within
+    results: dict[str, Any] = {}
+    missing = []
+    for wf in wfs:
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            results[wf] = child.call("result", wf=wf, within=left, timeout=left + 10)
+        except ChildError as exc:
+            if exc.kind != "WaitTimeout":
+                raise
+            missing.append(wf)
+    if missing:
+        acks = Counter(wf for _, wf, _ in acked(work))
+        runs = executions(work)
+        lines = []
+        for wf in missing:
+            st = child.status(wf)
+            taken = sum(e["consumed_at"] is not None for e in st["events"])
+            steps = {what: rs for (i, what), rs in runs.items() if i == wf}
+            lines.append(
+                f"{wf}: no result within {within} s: {st['state']}, waits on "
+                f"{st['waiting_on']}, took {taken} of {len(st['events'])} events "
+                f"({acks[wf]} pings acknowledged), detail {st['detail']!r}, steps {steps}"
+            )
+        raise AssertionError("\n".join(lines))
+    return results
+
+
 def until(
     child: Child, wf: str, what: str, test: Callable[[dict[str, Any]], bool], timeout: float = 20.0
 ) -> dict[str, Any]:
@@ -347,7 +379,7 @@ def test_instances_started_in_one_process_are_driven_from_another(
         # Starting an existing id from the other process returns its handle (idempotent).
         assert driver.call("start", workflow="cluster.drive", args=[9], wf=wf) == wf
     # Results awaited in the driving process, before anything was driven.
-    results = {wf: driver.submit("result", wf=wf, timeout=30) for wf, _, driver, _ in cases}
+    results = {wf: driver.submit("result", wf=wf, within=30) for wf, _, driver, _ in cases}
 
     for wf, starter, driver, verdict in cases:
         st = until(driver, wf, "waits for a ping", lambda s: waits_on(s, "event", PING))
@@ -374,7 +406,7 @@ def test_instances_started_in_one_process_are_driven_from_another(
         assert value["got"] == [[driver.name, 0], [driver.name, 1]], (wf, value)
         assert value["verdict"] == expected_verdict, (wf, value)
         assert value["flag"] == f"up-{wf}", (wf, value)
-        assert starter.call("result", wf=wf, timeout=10) == value
+        assert starter.call("result", wf=wf, within=10, timeout=20) == value
         events = starter.status(wf)["events"]
         assert [e["consumed_at"] is not None for e in events] == [True] * 3, events
 
@@ -382,7 +414,7 @@ def test_instances_started_in_one_process_are_driven_from_another(
     for wf, starter, other in (("p1", a, b), ("p2", b, a)):
         starter.call("start", workflow="cluster.park", wf=wf)
         until(other, wf, "parks", lambda s: s["state"] == "waiting")
-        pending = other.submit("result", wf=wf, timeout=30)
+        pending = other.submit("result", wf=wf, within=30)
         other.call("cancel", wf=wf)
         with pytest.raises(ChildError, match="WorkflowCancelled"):
             Child.outcome(pending, 30)
@@ -436,7 +468,7 @@ def test_what_another_process_acknowledged_comes_first(
         else:
             problems.append(f"{wf}: the owner's resolve after B's acknowledged one was accepted")
     for wf in instances:
-        value = b.call("result", wf=wf, timeout=30)
+        value = b.call("result", wf=wf, within=30, timeout=40)
         if value["got"] != [["B", 0], ["A", 0]]:
             problems.append(f"{wf}: took {value['got']}: B's acknowledged ping is the older")
         if value["verdict"] != "resolved:from-B":
@@ -488,7 +520,7 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
     for feed in after:
         assert Child.outcome(feed, 60) == 0, send_errors(tmp_path)
 
-    results = {wf: b.call("result", wf=wf, timeout=30) for wf in every}
+    results = results_of(b, every, tmp_path)
     statuses = {wf: c.status(wf) for wf in every}
     # Each parked instance was taken over: the first event it took after the kill.
     takeovers = {
@@ -565,7 +597,7 @@ def test_the_runtime_that_took_over_dies_too_and_the_last_one_takes_all(
     second_takeover = rerun.started - killed
     (tmp_path / "release").touch()
     assert Child.outcome(feed, 60) == 0, send_errors(tmp_path)
-    results = {wf: last.call("result", wf=wf, timeout=30) for wf in every}
+    results = results_of(last, every, tmp_path)
     print(
         f"takeovers (lease {LEASE} s): {first_takeover:.2f} s after A's death, "
         f"{second_takeover:.2f} s after {heir.name}'s"
@@ -649,7 +681,7 @@ def test_a_paused_owner_that_lost_its_lease_writes_nothing_when_it_resumes(
     # writes nothing for the instances it lost. Let it run a little, then go on.
     time.sleep(1.5)
     assert b.call("feed", wfs=every, tag="B", first=others, count=late) == 0, send_errors(tmp_path)
-    results = {wf: b.call("result", wf=wf, timeout=30) for wf in every}
+    results = results_of(b, every, tmp_path)
     time.sleep(0.3)
 
     problems = ping_problems(results, acked(tmp_path), {"A": own, "B": others + late})
@@ -719,7 +751,7 @@ def test_a_clean_close_hands_the_instances_over_at_once(
     a.close()
     closed = time.time()
     assert b.call("feed", wfs=parked, tag="B", first=1, count=2) == 0, send_errors(tmp_path)
-    results = {wf: b.call("result", wf=wf, timeout=lease + 10) for wf in parked}
+    results = results_of(b, parked, tmp_path, within=lease + 10)
     handover = max(consumed_times(b.status(wf))[1] for wf in parked) - closed
     print(f"handover after a clean close (lease {lease} s): {handover:.2f} s")
 
