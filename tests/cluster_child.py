@@ -2,15 +2,16 @@
 
 Usage: python cluster_child.py URL WORKDIR NAME LEASE
 
-Opens ``af.Runtime(URL, lease=LEASE)``, prints ``READY {"pid": ...}`` and then takes
+Opens ``af.Runtime(URL, lease=LEASE)``, prints ``{"ready": true, "pid": ...}``, then takes
 one JSON command a line on stdin: ``{"id": n, "op": ..., ...}``. Each command runs in
 its own task; its answer is one line ``{"id": n, "ok": value}`` or ``{"id": n,
-"error": type name, "message": text}``. Ops: ``start``, ``send``, ``resolve``,
-``reject``, ``cancel``, ``notify``, ``status``, ``result`` (waiting ``within``
-seconds), ``list`` (the public API, for any instance), ``feed`` (a stream of tagged
-pings, each acknowledged send logged to WORKDIR/acks.log, each failed one to
-WORKDIR/send-errors.log), ``whoami`` and ``close`` (leave the runtime cleanly,
-answer, exit). End of stdin closes too.
+"error": type name, "kinds": its classes' names, "message": text}``.
+
+Ops: ``start``, ``send``, ``resolve``, ``reject``, ``cancel``, ``notify``, ``status``,
+``result`` (waiting ``within`` seconds), ``list`` (the public API, for any instance);
+``feed`` (a stream of tagged pings, each acknowledged send logged to
+WORKDIR/acks.log, each failed one to WORKDIR/send-errors.log); ``whoami``; ``close``
+(leave the runtime cleanly, answer, exit). End of stdin closes too.
 
 Steps append to WORKDIR/steps.log, one line per start and per end of an execution,
 with the process id and the time, flushed and synced before the step goes on: the
@@ -222,7 +223,8 @@ async def serve(rt: af.Runtime, closing: asyncio.Event, cmd: dict[str, Any]) -> 
     try:
         value = await run(rt, cmd["op"], cmd, closing)
     except Exception as exc:
-        answer({"id": n, "error": type(exc).__name__, "message": str(exc)})
+        kinds = [cls.__name__ for cls in type(exc).__mro__]
+        answer({"id": n, "error": type(exc).__name__, "kinds": kinds, "message": str(exc)})
     else:
         if cmd["op"] == "close":
             closing.set()

@@ -53,11 +53,13 @@ APPROVAL = "cluster.approval"
 
 
 class ChildError(Exception):
-    """A command failed in the child: ``kind`` is the exception's type name."""
+    """A command failed in the child: ``kind`` is the exception's type name, ``kinds``
+    the names of its classes (its own first), which the text shows too."""
 
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(f"{kind}: {message}")
+    def __init__(self, kind: str, kinds: list[str], message: str) -> None:
+        super().__init__(f"{kind} ({', '.join(kinds)}): {message}")
         self.kind = kind
+        self.kinds = kinds
 
 
 class Child:
@@ -140,7 +142,7 @@ class Child:
         """The value of an answered command, or its error raised as :class:`ChildError`."""
         message = future.result(timeout)
         if "error" in message:
-            raise ChildError(message["error"], message["message"])
+            raise ChildError(message["error"], message.get("kinds", []), message["message"])
         return message["ok"]
 
     def call(self, op: str, timeout: float = 30.0, **args: Any) -> Any:
@@ -301,7 +303,7 @@ def results_of(child: Child, wfs: list[str], work: Path, within: float = 20.0) -
         try:
             results[wf] = child.call("result", wf=wf, within=left, timeout=left + 10)
         except ChildError as exc:
-            if exc.kind != "WaitTimeout":
+            if "WaitTimeout" not in exc.kinds:
                 raise
             missing.append(wf)
     if missing:
@@ -463,7 +465,7 @@ def test_what_another_process_acknowledged_comes_first(
         try:
             a.call("resolve", token=token, value="from-A")
         except ChildError as exc:
-            if exc.kind != "ActorflowError":
+            if "ActorflowError" not in exc.kinds:
                 problems.append(f"{wf}: the second resolve raised {exc}")
         else:
             problems.append(f"{wf}: the owner's resolve after B's acknowledged one was accepted")
