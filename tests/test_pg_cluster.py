@@ -499,8 +499,15 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
     for wf in parked:
         a.call("start", workflow="cluster.flow", args=[expect], wf=wf)
     a.call("start", workflow="cluster.flow", args=[expect, True], wf="slow")
+    # Two more to drive in the takeover window: one to cancel, one waiting on a token.
+    a.call("start", workflow="cluster.park", wf="victim")
+    (tmp_path / "flag-token").write_text("set")
+    a.call("start", workflow="cluster.drive", args=[0], wf="token")
     for wf in parked:  # parked: step a stored, waiting for pings (seen from another process)
         until(b, wf, "parks", lambda s: waits_on(s, "event", PING))
+    until(b, "victim", "parks", lambda s: waits_on(s, "event", APPROVAL))
+    st = until(b, "token", "waits on its token", lambda s: waits_on(s, "event", APPROVAL))
+    [token] = [w["token"] for w in st["waiting_on"] if w["token"]]
     poll("the slow step runs in A", lambda: executions(tmp_path).get(("slow", "a")))
     assert a.call("feed", wfs=every, tag="A", count=OWN) == 0  # acknowledged by the owner
     feeds = [x.submit("feed", wfs=every, tag=x.name, count=BEFORE, pause=0.03) for x in (b, c)]
@@ -508,6 +515,9 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
 
     killed = time.time()
     a.kill()
+    # A cancel and a resolve acknowledged while the owner is dead are not lost.
+    c.call("cancel", wf="victim")
+    b.call("resolve", token=token, value="while-dead")
     # The in-flight step starts again in a survivor: the slow instance was taken over.
     rerun = poll(
         "a survivor runs the slow step again",
@@ -523,6 +533,9 @@ def test_sigkill_of_the_owner_others_take_over_and_lose_nothing(
         assert Child.outcome(feed, 60) == 0, send_errors(tmp_path)
 
     results = results_of(b, every, tmp_path)
+    with pytest.raises(ChildError, match="WorkflowCancelled"):
+        c.call("result", wf="victim", within=20, timeout=30)
+    assert b.call("result", wf="token", within=20, timeout=30)["verdict"] == "resolved:while-dead"
     statuses = {wf: c.status(wf) for wf in every}
     # Each parked instance was taken over: the first event it took after the kill.
     takeovers = {
