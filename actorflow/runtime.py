@@ -544,27 +544,14 @@ class Runtime:
                 snapshot = await self._lookup(workflow_id)
                 if workflow_id in directory.loaded or directory.in_memory(workflow_id):
                     continue  # it changed while being read: look again
-            remote = snapshot is None and self._elsewhere is not None
-            if remote:
-                snapshot = await self._elsewhere_snapshot(workflow_id)
+            if snapshot is None and self._elsewhere is not None:  # another runtime's?
+                return await self._deliver_elsewhere(
+                    workflow_id, name, token, payload, error, cancelled, created_at, marks
+                )
             if snapshot is None:
                 raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
             if snapshot.finished:
-                raise ActorflowError(
-                    f"workflow instance {workflow_id!r} has finished ({snapshot.status}); "
-                    "it takes no more events"
-                )
-            if remote and self._elsewhere is not None:  # another runtime runs it
-                if token is not None and any(e.token == token for e in snapshot.events):
-                    raise ActorflowError(_UNUSABLE_TOKEN)
-                forwarding = self._elsewhere.deliver(
-                    snapshot, name, token, payload, error, cancelled, created_at, marks
-                )
-                seq = await self._reading(forwarding)
-                if marks:  # from this inbox: handed over is its verdict (no two inboxes
-                    return _handed_over()  # ever wait on each other)
-                # Its place is kept: the wait for the owner to take it is not in call order.
-                return asyncio.ensure_future(self._reading(self._elsewhere.applied(seq)))
+                raise _finished(workflow_id, snapshot.status)
             if token is not None and directory.token_sent(snapshot, token):
                 raise ActorflowError(_UNUSABLE_TOKEN)
             now = self.clock.now()
@@ -576,6 +563,34 @@ class Runtime:
             if self._tracing is not None:
                 self._tracing.event_sent(workflow_id, sent.id, name, token is not None)
             return written
+
+    async def _deliver_elsewhere(
+        self,
+        workflow_id: str,
+        name: str,
+        token: str | None,
+        payload: bytes | None,
+        error: str | None,
+        cancelled: bool,
+        created_at: float | None,
+        marks: Sequence[Mark],
+    ) -> asyncio.Future[None]:
+        """Hand an event to the runtime that runs its instance (checked there, as it
+        would check its own send); returns the wait for that runtime to take it."""
+        assert self._elsewhere is not None
+        status = await self._reading(self._elsewhere.status_of(workflow_id))
+        if status is None:
+            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+        if status != "running":
+            raise _finished(workflow_id, status)
+        forwarding = self._elsewhere.deliver(
+            workflow_id, name, token, payload, error, cancelled, created_at, marks
+        )
+        seq = await self._reading(forwarding)
+        if marks:  # from this inbox: handed over is its verdict (no two inboxes ever wait
+            return _handed_over()  # on each other)
+        # Its place is kept: the wait for the owner to take it is not in call order.
+        return asyncio.ensure_future(self._reading(self._elsewhere.applied(seq)))
 
     async def _in_call_order(self, accept: Callable[[], Awaitable[asyncio.Future[None]]]) -> None:
         """Queue an event (``accept`` queues it and returns its write) after every event
@@ -879,9 +894,9 @@ class Runtime:
         actor = directory.loaded.get(workflow_id)
         snapshot = actor.snapshot if actor is not None else await self._lookup(workflow_id)
         if snapshot is None and self._elsewhere is not None:
-            snapshot = await self._elsewhere_snapshot(workflow_id)
-            if snapshot is not None:  # another runtime runs it: its owner decides
-                if snapshot.finished or snapshot.cancel_requested:
+            status = await self._reading(self._elsewhere.status_of(workflow_id))
+            if status is not None:  # another runtime runs it: its owner decides
+                if status != "running":
                     if marks:
                         await self._writer.append_acked([], marks)
                     return
@@ -1090,6 +1105,12 @@ class Runtime:
             and not (self._retention is not None and self._retention.busy)
             and not self._directory.busy
         )
+
+
+def _finished(workflow_id: str, status: str) -> ActorflowError:
+    return ActorflowError(
+        f"workflow instance {workflow_id!r} has finished ({status}); it takes no more events"
+    )
 
 
 def _handed_over() -> asyncio.Future[None]:

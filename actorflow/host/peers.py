@@ -36,6 +36,10 @@ class SharedStore(Protocol):
         """An instance as committed by whichever runtime runs it."""
         ...
 
+    async def located(self, instance_id: str) -> str | None:
+        """The stored status of an instance, whichever runtime runs it (cheap)."""
+        ...
+
     async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> int:
         """Queue ``request`` for the runtime that runs ``target``; durable on return.
         Returns its number, for :meth:`decided`."""
@@ -70,9 +74,14 @@ class Elsewhere:
         """The instance as committed (``None``: no such instance)."""
         return await self._store.read(instance_id)
 
+    async def status_of(self, instance_id: str) -> str | None:
+        """The instance's status as of its last checkpoint (``None``: no such instance):
+        enough to refuse what its owner would refuse anyway, without reading its log."""
+        return await self._store.located(instance_id)
+
     async def deliver(
         self,
-        snapshot: Snapshot,
+        instance_id: str,
         name: str,
         token: str | None,
         payload: bytes | None,
@@ -81,15 +90,15 @@ class Elsewhere:
         created_at: float | None,
         marks: Sequence[Mark],
     ) -> int:
-        """Hand an event (checked and encoded here) to the runtime that runs
-        ``snapshot``'s instance: durable when this returns (its place among the events
+        """Hand an event (checked and encoded here) to the runtime that runs instance
+        ``instance_id``: durable when this returns (its place among the events
         for the instance is kept), offered by the owner as its own send would be.
         Returns the request's number: :meth:`applied` waits for the owner."""
-        request = ForwardRequest(name, snapshot.id, token, payload, error, cancelled, created_at)
+        request = ForwardRequest(name, instance_id, token, payload, error, cancelled, created_at)
         seq = await self._store.forward(
-            encode_request(request, self._max_request), snapshot.id, marks
+            encode_request(request, self._max_request), instance_id, marks
         )
-        _log.debug("event.forwarded", workflow_id=snapshot.id, name=name, seq=seq)
+        _log.debug("event.forwarded", workflow_id=instance_id, name=name, seq=seq)
         return seq
 
     async def cancel(self, instance_id: str, marks: Sequence[Mark]) -> None:

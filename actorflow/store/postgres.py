@@ -922,6 +922,15 @@ class PostgresStore:
             )
             return found[instance_id]
 
+    async def located(self, instance_id: str) -> str | None:
+        """The status of instance ``instance_id`` as of its last checkpoint (whichever
+        runtime runs it), ``None`` if there is no such instance: one indexed read."""
+        with self._failing("could not read"):
+            found = await self.pool.fetchval(
+                "SELECT status FROM instances WHERE id = $1", instance_id
+            )
+        return None if found is None else str(found)
+
     async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> int:
         """Put ``request`` in the inbox for the runtime that runs instance ``target`` (or
         the instance that made the token it names) and ring that runtime, with the
