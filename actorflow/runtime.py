@@ -140,6 +140,9 @@ class Runtime:
         # this runtime's own sends to them wait, so that none overtakes an earlier one.
         self._draining: asyncio.Future[None] | None = None
         self._inbox_lock = asyncio.Lock()  # one pass over the inbox at a time
+        # Instances another runtime ran when last reached: events go to it without a
+        # look in the store. Only a takeover makes one this runtime's: it forgets them.
+        self._remote: set[str] = set()
         self._state: Literal["new", "open", "closing", "closed"] = "new"
         self._tracing = tracer_for(tracing)  # None when off: every hook checks only that
 
@@ -539,6 +542,10 @@ class Runtime:
             if workflow_id in directory.loading:
                 await directory.load(workflow_id)
                 continue
+            if workflow_id in self._remote:  # run elsewhere when last seen: still is
+                return await self._deliver_elsewhere(
+                    workflow_id, name, token, payload, error, cancelled, created_at, marks
+                )
             snapshot = directory.in_memory(workflow_id)
             if snapshot is None:
                 snapshot = await self._lookup(workflow_id)
@@ -578,17 +585,21 @@ class Runtime:
         """Hand an event to the runtime that runs its instance (checked there, as it
         would check its own send); returns the wait for that runtime to take it."""
         assert self._elsewhere is not None
-        status = await self._reading(self._elsewhere.status_of(workflow_id))
-        if status is None:
-            raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
-        if status != "running":
-            raise _finished(workflow_id, status)
+        if marks:  # from this inbox, whose verdict is "handed over": refused here if need be
+            status = await self._reading(self._elsewhere.status_of(workflow_id))
+            if status is None:
+                raise ActorflowError(f"no workflow instance with id {workflow_id!r}")
+            if status != "running":
+                raise _finished(workflow_id, status)
         forwarding = self._elsewhere.deliver(
             workflow_id, name, token, payload, error, cancelled, created_at, marks
         )
         seq = await self._reading(forwarding)
-        if marks:  # from this inbox: handed over is its verdict (no two inboxes ever wait
-            return _handed_over()  # on each other)
+        if len(self._remote) >= _REMOTE_MAX:
+            self._remote.clear()
+        self._remote.add(workflow_id)
+        if marks:  # (no two inboxes ever wait on each other)
+            return _handed_over()
         # Its place is kept: the wait for the owner to take it is not in call order.
         return asyncio.ensure_future(self._reading(self._elsewhere.applied(seq)))
 
@@ -715,12 +726,27 @@ class Runtime:
             return False, False
         self._inbox_done.intersection_update(row.seq for row in rows)
         retry = False
+        forwarded: builtins.list[InboxRow] = []
         for row in rows:
             if self._state != "open":
                 break
-            if row.seq not in self._inbox_done:
-                retry |= not await self._apply_request(row)
+            if row.seq in self._inbox_done:
+                continue
+            if row.request is not None and row.request.startswith(_FORWARDED):
+                forwarded.append(row)
+                continue
+            retry |= not await self._apply_together(forwarded)
+            forwarded = []
+            retry |= not await self._apply_request(row)
+        retry |= not await self._apply_together(forwarded)
         return True, retry
+
+    async def _apply_together(self, rows: builtins.list[InboxRow]) -> bool:
+        """Apply events other runtimes handed over (consecutive rows) in one go: each is
+        offered in turn, in order, and they share a commit. ``False`` if one stays."""
+        if not rows:
+            return True
+        return all(await asyncio.gather(*(self._apply_request(row) for row in rows)))
 
     async def _apply_request(self, row: InboxRow) -> bool:
         """Apply inbox request ``row`` and record the verdict with its effects; ``False``
@@ -1034,6 +1060,7 @@ class Runtime:
         if self._state != "open" or self._draining is not None:
             return
         self._draining = host_loop().create_future()
+        self._remote.clear()
         while (ahead := self._accepting) is not None and not ahead.done():
             await asyncio.wait([ahead])
 
@@ -1045,6 +1072,7 @@ class Runtime:
             if draining is not None:
                 draining.set_result(None)
             return
+        self._remote.clear()  # some are this runtime's now
         for snapshot in snapshots:
             if snapshot.id not in self._directory.loaded:
                 self._resume(snapshot)
@@ -1119,6 +1147,11 @@ def _handed_over() -> asyncio.Future[None]:
     done.set_result(None)
     return done
 
+
+_REMOTE_MAX = 100_000
+"""Instances remembered as run elsewhere (forgotten all at once beyond)."""
+_FORWARDED = b'{"type":"forward"'
+"""How every inbox row of an event handed over by another runtime begins."""
 
 _UNUSABLE_TOKEN = "this event token is unknown, already used, or its workflow has finished"
 

@@ -128,7 +128,8 @@ CREATE TABLE {SCHEMA}.inbox (
     status TEXT NOT NULL DEFAULT 'pending',
     reason TEXT,
     decided_at DOUBLE PRECISION,
-    target TEXT
+    target TEXT,
+    origin TEXT
 );
 CREATE INDEX inbox_pending ON {SCHEMA}.inbox (seq) WHERE status = 'pending';
 CREATE INDEX inbox_decided ON {SCHEMA}.inbox (decided_at) WHERE decided_at IS NOT NULL;
@@ -139,7 +140,7 @@ MIGRATIONS = {
 ALTER TABLE {SCHEMA}.instances DROP COLUMN lease_until;
 DROP INDEX IF EXISTS {SCHEMA}.instances_by_owner;  -- gone with lease_until
 CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner);
-ALTER TABLE {SCHEMA}.inbox ADD COLUMN target TEXT;
+ALTER TABLE {SCHEMA}.inbox ADD COLUMN target TEXT, ADD COLUMN origin TEXT;
 CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
 """
     + pg_cluster.RUNTIMES.format(schema=SCHEMA),
@@ -154,6 +155,7 @@ RELISTEN_DELAY = 1.0
 """Seconds between attempts to listen again after the listening connection was lost."""
 LEASE_MARGIN = 0.05
 """Seconds past another runtime's lease end before looking whether it was renewed."""
+_EARLY_MAX = 10_000
 VERDICT_CHECK = 1.0
 """Seconds between reads of a forwarded request while no verdict was heard."""
 RETAKE_DELAY = 0.2
@@ -251,6 +253,7 @@ class PostgresStore:
         self._keeper_bell = asyncio.Event()  # rung when a runtime left: take over now
         self._done: dict[str, builtins.list[asyncio.Future[None]]] = {}
         self._verdicts: dict[int, asyncio.Future[str]] = {}  # requests forwarded, by seq
+        self._early: dict[int, str] = {}  # verdicts heard before :meth:`decided` was called
         self._lost: pg_cluster.LeaseLost | None = None
         self._gone_since: dict[str, float] = {}  # runtimes whose session was seen lost
 
@@ -382,10 +385,16 @@ class PostgresStore:
             for waiter in self._done.pop(what, ()):
                 if not waiter.done():
                     waiter.set_result(None)
-        elif kind == "decided":
-            seq, _, status = what.partition(":")
-            verdict = self._verdicts.get(int(seq)) if seq.isdigit() else None
-            if verdict is not None and not verdict.done():
+        elif kind == "decided":  # of a request this runtime forwarded, if it is its origin
+            origin, seq, status = [*what.split(" "), "", ""][:3]
+            if origin != self.owner or not seq.isdigit():
+                return
+            verdict = self._verdicts.get(int(seq))
+            if verdict is None:
+                if len(self._early) >= _EARLY_MAX:
+                    self._early.clear()  # a waiter that gave up never collects its own
+                self._early[int(seq)] = status
+            elif not verdict.done():
                 verdict.set_result(status)
         elif kind == "left" and what != self.owner:
             self._keeper_bell.set()
@@ -651,14 +660,13 @@ class PostgresStore:
             " WHERE $2::bytea IS NOT NULL),"
             " v AS (UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
             " FROM unnest($4::bigint[], $5::text[], $6::text[]) AS m (seq, status, reason)"
-            " WHERE inbox.seq = m.seq AND EXISTS (SELECT 1 FROM me)),"
+            " WHERE inbox.seq = m.seq AND EXISTS (SELECT 1 FROM me)"
+            " RETURNING inbox.seq, inbox.status, inbox.origin),"
             " t AS (INSERT INTO tokens (token, wf) SELECT * FROM unnest($7::text[], $8::text[])"
             " WHERE EXISTS (SELECT 1 FROM me) ON CONFLICT DO NOTHING),"
             " n AS (SELECT pg_notify($10, 'done:' || e) FROM unnest($9::text[]) AS e"
             " WHERE EXISTS (SELECT 1 FROM me)),"
-            " d AS (SELECT pg_notify($10, 'decided:' || m.seq || ':' || m.status)"
-            " FROM unnest($4::bigint[], $5::text[]) AS m (seq, status)"
-            " WHERE EXISTS (SELECT 1 FROM me))"
+            " d AS (" + _VERDICT_NOTIFY.format(events="$10") + ")"
             " SELECT 1 FROM me WHERE (SELECT count(*) FROM n) + (SELECT count(*) FROM d) >= 0",
             self.owner,
             blob,
@@ -934,46 +942,38 @@ class PostgresStore:
     async def forward(self, request: bytes, target: str | None, marks: Sequence[Mark]) -> int:
         """Put ``request`` in the inbox for the runtime that runs instance ``target`` (or
         the instance that made the token it names) and ring that runtime, with the
-        verdicts ``marks`` on the requests that led here: one transaction, durable when
+        verdicts ``marks`` on the requests that led here: one statement, durable when
         this returns, nothing written once this runtime's lease was taken over. Returns
-        the request's number, whose verdict :meth:`decided` waits for (without ``marks``:
-        a request of this runtime's inbox is decided as handed over)."""
-        verdict: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        seq = 0
+        the request's number, whose verdict :meth:`decided` waits for (with ``marks``,
+        a request of this runtime's inbox, decided here as handed over: nobody waits)."""
         with self._failing("could not write to"):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    await pg_cluster.fence(conn, self.owner)
-                    seq = await conn.fetchval(
-                        _INBOX_INSERT, self._now(), request, target, None, CHANNEL
-                    )
-                    if not marks:  # waited for (:meth:`decided`); before the commit: heard
-                        self._verdicts[seq] = verdict
-                    if marks:
-                        await conn.execute(
-                            "WITH v AS (UPDATE inbox SET status = m.status, reason = m.reason,"
-                            " decided_at = $1 FROM unnest($2::bigint[], $3::text[], $4::text[])"
-                            " AS m (seq, status, reason) WHERE inbox.seq = m.seq RETURNING 1)"
-                            " SELECT pg_notify($5, 'decided:' || m.seq || ':' || m.status)"
-                            " FROM unnest($2::bigint[], $3::text[]) AS m (seq, status)",
-                            self._now(),
-                            [seq for seq, _, _ in marks],
-                            [status for _, status, _ in marks],
-                            [reason for _, _, reason in marks],
-                            pg_cluster.EVENTS,
-                        )
-            except BaseException:
-                self._verdicts.pop(seq, None)
-                raise
-        return int(seq)
+            row = await self.pool.fetchrow(
+                _FORWARD,
+                self._now(),
+                request,
+                target,
+                CHANNEL,
+                self.owner,
+                None if marks else self.owner,
+                [seq for seq, _, _ in marks],
+                [status for _, status, _ in marks],
+                [reason for _, _, reason in marks],
+                pg_cluster.EVENTS,
+            )
+            if row is None:
+                raise pg_cluster.LeaseLost("")
+        return int(row[0])
 
     async def decided(self, seq: int) -> str | None:
         """Wait for the verdict on request ``seq`` put in the inbox by :meth:`forward`:
         ``None`` once it was accepted, else the reason it was rejected. Woken by the
         ``NOTIFY`` of the runtime that decides it; a lost notice is caught by reading
         the request every :data:`VERDICT_CHECK` seconds."""
-        verdict = self._verdicts.get(seq)
-        if verdict is None:
+        early = self._early.pop(seq, None)  # heard before anyone waited
+        if early is not None:
+            verdict: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+            verdict.set_result(early)
+        else:
             verdict = self._verdicts[seq] = asyncio.get_running_loop().create_future()
         try:
             while True:
@@ -1210,6 +1210,26 @@ _INBOX_INSERT = (
     " coalesce((SELECT owner FROM instances WHERE id = q.target), '')) FROM q"
 )
 """Put a request in the inbox, addressed, and ring its owner (everyone's, if none)."""
+_VERDICT_NOTIFY = (
+    "SELECT pg_notify({events}, 'decided:' || v.origin || ' ' || v.seq || ' ' || v.status)"
+    " FROM v WHERE v.origin IS NOT NULL"
+)
+"""Tell the runtime that forwarded each request just decided (CTE ``v``) its verdict."""
+_FORWARD = (
+    "WITH me AS (SELECT 1 FROM runtimes WHERE id = $5 FOR KEY SHARE),"
+    " q AS (INSERT INTO inbox (created_at, request, target, origin)"
+    " SELECT $1, $2, $3, $6 FROM me RETURNING seq, target),"
+    " v AS (UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $1"
+    " FROM unnest($7::bigint[], $8::text[], $9::text[]) AS m (seq, status, reason)"
+    " WHERE inbox.seq = m.seq AND EXISTS (SELECT 1 FROM me)"
+    " RETURNING inbox.seq, inbox.status, inbox.origin),"
+    " d AS (" + _VERDICT_NOTIFY.format(events="$10") + ")"
+    " SELECT q.seq, pg_notify($4, coalesce((SELECT owner FROM instances WHERE id = q.target),"
+    " '')), (SELECT count(*) FROM d) FROM q"
+)
+"""A request of a runtime to the runtime that runs an instance, with the verdicts on its
+own inbox's requests that led to it: one statement, fenced (no row once its lease was
+taken over)."""
 
 
 def _columns(rows: Sequence[tuple[Any, ...]], width: int) -> builtins.list[builtins.list[Any]]:
