@@ -55,7 +55,7 @@ class Handle(Generic[R]):
         held = rt._held(self.id)
         if held is not None:
             raise held
-        found = await rt._lookup(self.id)
+        found = None if self.id in rt._remote else await rt._lookup(self.id)
         if found is None and rt._elsewhere is not None:  # another runtime runs it
             found = await rt._reading(rt._elsewhere.result(self.id, limit))
         if found is None:

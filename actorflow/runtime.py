@@ -901,7 +901,7 @@ class Runtime:
         actor = self._directory.loaded.get(workflow_id)
         if actor is not None:
             return status_of(actor.snapshot, actor)
-        snapshot = await self._lookup(workflow_id)
+        snapshot = None if workflow_id in self._remote else await self._lookup(workflow_id)
         if snapshot is None:
             snapshot = await self._elsewhere_snapshot(workflow_id)
         if snapshot is None:

@@ -445,6 +445,7 @@ async def test_a_schema_1_database_is_migrated_and_its_instances_go_on(pg_url: s
         "DROP TABLE actorflow.runtimes;"
         " DROP INDEX actorflow.wal_by_owner; DROP INDEX actorflow.instances_by_owner;"
         " ALTER TABLE actorflow.inbox DROP COLUMN target, DROP COLUMN origin;"
+        " ALTER TABLE actorflow.wal DROP COLUMN wfs;"
         " ALTER TABLE actorflow.instances ADD COLUMN lease_until TIMESTAMPTZ;"
         " CREATE INDEX instances_by_owner ON actorflow.instances (owner, lease_until);"
         " UPDATE actorflow.instances SET owner = 'old-host:1:deadbeef', lease_until = now();"

@@ -85,7 +85,8 @@ CREATE TABLE {SCHEMA}.meta (
 CREATE TABLE {SCHEMA}.wal (
     seq BIGSERIAL PRIMARY KEY,
     owner TEXT NOT NULL,
-    record BYTEA NOT NULL
+    record BYTEA NOT NULL,
+    wfs TEXT[]
 );
 CREATE TABLE {SCHEMA}.instances (
     id TEXT PRIMARY KEY,
@@ -142,6 +143,7 @@ DROP INDEX IF EXISTS {SCHEMA}.instances_by_owner;  -- gone with lease_until
 CREATE INDEX instances_by_owner ON {SCHEMA}.instances (owner);
 ALTER TABLE {SCHEMA}.inbox ADD COLUMN target TEXT, ADD COLUMN origin TEXT;
 CREATE INDEX wal_by_owner ON {SCHEMA}.wal (owner, seq);
+ALTER TABLE {SCHEMA}.wal ADD COLUMN wfs TEXT[];
 """
     + pg_cluster.RUNTIMES.format(schema=SCHEMA),
 }
@@ -620,7 +622,9 @@ class PostgresStore:
         tokens: builtins.list[str] = []
         token_wfs: builtins.list[str] = []
         ended: builtins.list[str] = []
+        touched: dict[str, None] = {}  # the instances of the row: others read only theirs
         for record in records:
+            touched[record.wf] = None
             if isinstance(record, Value):
                 if record.kind == "create_event":
                     tokens.append(TOKEN_DECODER.decode(record.value))
@@ -635,13 +639,16 @@ class PostgresStore:
                     log = self._log = await asyncpg.connect(self._url, **self._settings)
                 if not (marks or tokens or ended):
                     written = await log.fetchval(
-                        "INSERT INTO wal (owner, record) SELECT $1, $2 FROM runtimes"
+                        "INSERT INTO wal (owner, record, wfs) SELECT $1, $2, $3 FROM runtimes"
                         " WHERE id = $1 FOR KEY SHARE RETURNING 1",
                         self.owner,
                         blob,
+                        builtins.list(touched),
                     )
                 else:
-                    written = await self._write_more(log, blob, marks, tokens, token_wfs, ended)
+                    written = await self._write_more(
+                        log, blob, builtins.list(touched), marks, tokens, token_wfs, ended
+                    )
                 if written is None:
                     raise pg_cluster.LeaseLost("")
 
@@ -649,6 +656,7 @@ class PostgresStore:
         self,
         log: asyncpg.Connection,
         blob: bytes | None,
+        touched: builtins.list[str],
         marks: Sequence[Mark],
         tokens: builtins.list[str],
         token_wfs: builtins.list[str],
@@ -656,7 +664,7 @@ class PostgresStore:
     ) -> object:
         return await log.fetchval(
             "WITH me AS (SELECT 1 FROM runtimes WHERE id = $1 FOR KEY SHARE),"
-            " w AS (INSERT INTO wal (owner, record) SELECT $1, $2::bytea FROM me"
+            " w AS (INSERT INTO wal (owner, record, wfs) SELECT $1, $2::bytea, $11 FROM me"
             " WHERE $2::bytea IS NOT NULL),"
             " v AS (UPDATE inbox SET status = m.status, reason = m.reason, decided_at = $3"
             " FROM unnest($4::bigint[], $5::text[], $6::text[]) AS m (seq, status, reason)"
@@ -678,6 +686,7 @@ class PostgresStore:
             token_wfs,
             ended,
             pg_cluster.EVENTS,
+            touched,
         )
 
     async def checkpoint(self, snapshots: builtins.list[Snapshot]) -> None:
@@ -919,9 +928,11 @@ class PostgresStore:
                     )
                 ]
                 log = await conn.fetch(
-                    "SELECT record FROM wal WHERE owner = $1 OR NOT EXISTS"
-                    " (SELECT 1 FROM runtimes WHERE id = wal.owner) ORDER BY seq",
+                    "SELECT record FROM wal WHERE (owner = $1 OR NOT EXISTS"
+                    " (SELECT 1 FROM runtimes WHERE id = wal.owner))"
+                    " AND (wfs IS NULL OR $2 = ANY(wfs)) ORDER BY seq",
                     owner[0],
+                    instance_id,
                 )
             found = {instance_id: layout.restore(base, tail)}
             fold(
