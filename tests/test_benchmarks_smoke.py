@@ -123,3 +123,23 @@ def test_long_conversation_smoke(tmp_path: Path) -> None:
         for key in ("us_per_message", "rss_mb", "gc_objects", "file_kb", "us_per_message_ratio"):
             assert positive(row[key]), (row["messages"], key, row[key])
     assert set(found["flat_within_1.5x"]) == {"us_per_message", "rss_mb", "gc_objects", "file_kb"}  # type: ignore[arg-type]
+
+
+def test_event_roundtrip_postgresql_smoke(tmp_path: Path, pg_url: str) -> None:
+    found = run_benchmark(
+        "event_roundtrip.py", tmp_path / "pg.json", "--db", pg_url, "--procs", "1",
+        "--n", "50", "--single", "5",
+    )  # fmt: skip
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    assert [(r["run"], r["procs"], r["round_trips"]) for r in rows] == [
+        ("raw asyncpg group commit", 1, 50),
+        ("actorflow postgresql", 1, 50),
+    ]
+    for row in rows:
+        for key in ("round_trips_per_s", "burst_p50_ms", "single_p50_ms", "scaling"):
+            assert positive(row[key]), (row["run"], key, row[key])
+        assert row["burst_p50_ms"] <= row["burst_p99_ms"]
+        assert row["single_p50_ms"] <= row["single_p99_ms"]
+    assert positive(found["burst_vs_raw_1"]) and positive(found["single_p50_vs_raw_1"])
+    assert rows[1]["vs_raw"] == found["burst_vs_raw_1"]

@@ -1,0 +1,453 @@
+"""event_roundtrip.py on PostgreSQL: round trips with 1, 2 and 4 runtime processes beside
+raw asyncpg, and the failover time after SIGKILL of one of three processes.
+
+Run: python benchmarks/event_roundtrip.py --db postgresql://... [--procs 1,2,4]
+       [--n 2000] [--single 100] [--json PATH]
+     python benchmarks/event_roundtrip.py --db postgresql://... --failover
+       [--lease 2.0] [--n 20] [--json PATH]
+
+``--db pg`` starts a throwaway server instead (tests/pg_server.py: PostgreSQL 15's
+initdb; its ``fsync`` is off, so the numbers are the clients' and the round trips',
+not the disk's).
+
+Round trips, for each process count N (a run of its own, fresh processes): each of
+the N processes opens ``af.Runtime(url)`` and starts its own ``--n`` instances, each
+parked on ``ctx.wait_event``; the processes wait at a barrier, then each measures, as
+event_roundtrip.py does, a burst (all its events sent at once, until every result is
+out: round trips/s over all processes from the first send to the last result,
+send-to-resume p50/p99) and, after a second barrier, single events (one at a time per
+process, send then result; ``--single`` of them). The same-run baseline: N processes
+of raw asyncpg with the same batching, a group commit (what one loop turn queued goes
+in one ``INSERT ... SELECT FROM unnest(...)`` of one row per event, one transaction,
+then each event's future is resolved: commit = round trip), started at a barrier
+too. ``burst_vs_raw`` is actorflow's round trips/s over the baseline's (higher is
+better), ``single_p50_vs_raw`` actorflow's single p50 over the baseline's (lower is
+better); ``scaling`` is round trips/s at N over those at 1 process.
+
+Failover (``--failover``): three runtime processes with ``lease=--lease`` each start
+``--n`` instances parked on an event; the first is killed (SIGKILL); at once one of
+the survivors sends an event to each of the dead one's instances and waits for their
+results: a survivor must take them over (after the lease) and replay them. Reported:
+the seconds from the kill to the first, median and last result, against the lease
+(the design's promise: within one lease plus one second), which survivor took each
+over, and that each took its event exactly once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+from _common import percentile, report
+
+import actorflow as af
+
+wake = af.Event("bench.pg.wake", int)
+resumed: dict[str, float] = {}  # workflow id -> when it resumed (a probe, not durable)
+Stats = dict[str, Any]
+RAW_TABLE = "public.bench_roundtrip_raw"
+BARRIER_TIMEOUT = 300.0
+ctx_mp = multiprocessing.get_context("fork")  # the children inherit the registered workflows
+
+
+@af.workflow(name="bench.pg.roundtrip")
+async def roundtrip(ctx: af.Context[None]) -> int:
+    value = await ctx.wait_event(wake)
+    resumed[ctx.workflow_id] = time.perf_counter()
+    return value
+
+
+@af.workflow(name="bench.pg.failover")
+async def parked(ctx: af.Context[None]) -> list[int]:
+    """Takes one event; says which process ran it to the end (the one that took it over)."""
+    value = await ctx.wait_event(wake)
+    return [value, os.getpid()]
+
+
+def latency_stats(prefix: str, lat_ms: list[float]) -> Stats:
+    """``prefix``_p50_ms and _p99_ms of ``lat_ms`` (none if empty)."""
+    if not lat_ms:
+        return {}
+    return {f"{prefix}_p50_ms": percentile(lat_ms, 50), f"{prefix}_p99_ms": percentile(lat_ms, 99)}
+
+
+# -- the children of a round-trip run ------------------------------------------------------
+class Barrier:
+    """The processes of one run start each phase together (``await barrier.wait()``)."""
+
+    def __init__(self, barrier: Any) -> None:
+        self._barrier = barrier
+
+    async def wait(self) -> None:
+        """Wait (in a thread, so the runtime's background work goes on) for the others."""
+        await asyncio.get_running_loop().run_in_executor(None, self._barrier.wait)
+
+    def abort(self) -> None:
+        """Break the barrier: the others stop waiting (this process failed)."""
+        self._barrier.abort()
+
+
+Measure = Callable[[str, int, int, Barrier, str], Coroutine[Any, Any, Stats]]
+
+
+def child(
+    measure: Measure, url: str, n: int, singles: int, barrier: Any, tag: str, out: Any
+) -> None:
+    """One process of a run: ``measure``'s stats, or the error, on queue ``out``."""
+    wait = Barrier(barrier)
+    try:
+        stats = asyncio.run(measure(url, n, singles, wait, tag))
+    except BaseException:
+        wait.abort()
+        out.put((tag, None, traceback.format_exc()))
+    else:
+        out.put((tag, stats, None))
+
+
+async def flow_measure(url: str, n: int, singles: int, barrier: Barrier, tag: str) -> Stats:
+    """One runtime process: ``n`` parked instances, a burst, then ``singles`` one by one."""
+    stats: Stats = {}
+    async with af.Runtime(url, max_loaded=None) as rt:
+        burst_ids = [f"{tag}b{i}" for i in range(n)]
+        single_ids = [f"{tag}s{i}" for i in range(singles)]
+        handles = await asyncio.gather(*(rt.start(roundtrip, id=i) for i in burst_ids))
+        await asyncio.gather(*(rt.start(roundtrip, id=i) for i in single_ids))
+        sent_at: dict[str, float] = {}
+
+        async def send(wf: str, value: int) -> None:
+            sent_at[wf] = time.perf_counter()
+            await rt.send(wf, wake, value)
+
+        await barrier.wait()
+        stats["burst_began"] = time.perf_counter()
+        await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
+        results = await asyncio.gather(*(h.result() for h in handles))
+        stats["burst_ended"] = time.perf_counter()
+        assert results == list(range(n)), "an event was lost or taken twice"
+        stats["burst_ms"] = [(resumed[i] - sent_at[i]) * 1e3 for i in burst_ids]
+
+        await barrier.wait()
+        for i, wf in enumerate(single_ids):
+            await send(wf, i)
+            assert await rt.handle(wf).result() == i
+        stats["single_ms"] = [(resumed[i] - sent_at[i]) * 1e3 for i in single_ids]
+        await barrier.wait()  # nobody closes (a burst of checkpoints) while others measure
+    return stats
+
+
+class RawGroupCommit:
+    """The baseline's writer: the events queued in one loop turn go to the database in
+    one INSERT of one row each, in one transaction (one round trip); then each event's
+    future is resolved."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+        self._queue: list[tuple[str, bytes, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def append(self, wf: str, record: bytes) -> asyncio.Future[None]:
+        """Queue one row; the future is done once its commit is."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((wf, record, future))
+        self._wakeup.set()
+        return future
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._queue = self._queue, []
+            if batch:
+                await self._conn.execute(
+                    f"INSERT INTO {RAW_TABLE} (wf, record)"
+                    " SELECT * FROM unnest($1::text[], $2::bytea[])",
+                    [wf for wf, _, _ in batch],
+                    [record for _, record, _ in batch],
+                )
+                for _, _, future in batch:
+                    future.set_result(None)
+
+    async def close(self) -> None:
+        """Stop the writer."""
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def raw_measure(url: str, n: int, singles: int, barrier: Barrier, tag: str) -> Stats:
+    """One baseline process: ``n`` parked futures, a burst, then ``singles`` one by one,
+    each woken once its event's row is committed."""
+    conn = await asyncpg.connect(url)
+    log = RawGroupCommit(conn)
+    stats: Stats = {}
+    try:
+        for phase, count in (("burst", n), ("single", singles)):
+            await barrier.wait()
+            stats.update(await raw_phase(log, phase, count, f"{tag}{phase[0]}"))
+        await barrier.wait()
+    finally:
+        await log.close()
+        await conn.close()
+    return stats
+
+
+async def raw_phase(log: RawGroupCommit, phase: str, count: int, prefix: str) -> Stats:
+    """``count`` events on ``log``: all at once (``burst``) or one by one (``single``)."""
+    loop = asyncio.get_running_loop()
+    futures: list[asyncio.Future[int]] = [loop.create_future() for _ in range(count)]
+    woke = [0.0] * count
+    sent = [0.0] * count
+
+    async def waiter(i: int) -> None:
+        await futures[i]
+        woke[i] = time.perf_counter()
+
+    async def send(i: int) -> None:
+        sent[i] = time.perf_counter()
+        record = msgspec.msgpack.encode(["event", f"{prefix}{i}", "bench.pg.wake", i])
+        await log.append(f"{prefix}{i}", record)
+        futures[i].set_result(i)
+
+    waiters = [loop.create_task(waiter(i)) for i in range(count)]
+    began = time.perf_counter()
+    if phase == "burst":
+        await asyncio.gather(*(send(i) for i in range(count)))
+    else:
+        for i in range(count):
+            await send(i)
+            await waiters[i]
+    await asyncio.gather(*waiters)
+    return {
+        f"{phase}_began": began,
+        f"{phase}_ended": time.perf_counter(),
+        f"{phase}_ms": [(woke[i] - sent[i]) * 1e3 for i in range(count)],
+    }
+
+
+def run_children(
+    measure: Measure, url: str, procs: int, n: int, singles: int, tag: str
+) -> list[Stats]:
+    """``procs`` processes of ``measure``, started together; their stats (raises with
+    the first child's error if one failed)."""
+    barrier = ctx_mp.Barrier(procs, timeout=BARRIER_TIMEOUT)
+    out = ctx_mp.Queue()
+    children = [
+        ctx_mp.Process(target=child, args=(measure, url, n, singles, barrier, f"{tag}p{k}", out))
+        for k in range(procs)
+    ]
+    for process in children:
+        process.start()
+    found: list[Stats] = []
+    errors: list[str] = []
+    try:
+        for _ in children:
+            name, stats, error = out.get(timeout=BARRIER_TIMEOUT * 2)
+            if error is not None:
+                errors.append(f"{name}: {error}")
+            else:
+                found.append(stats)
+    finally:
+        for process in children:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {procs} processes failed:\n" + "\n".join(errors))
+    return found
+
+
+def combined(name: str, procs: int, n: int, found: list[Stats]) -> Stats:
+    """The row of one run: round trips/s over all processes (first send to last result)
+    and the latencies of all of them."""
+    seconds = max(s["burst_ended"] for s in found) - min(s["burst_began"] for s in found)
+    burst = [ms for s in found for ms in s["burst_ms"]]
+    single = [ms for s in found for ms in s["single_ms"]]
+    return {
+        "run": name,
+        "procs": procs,
+        "round_trips": procs * n,
+        "round_trips_per_s": procs * n / seconds,
+        **latency_stats("burst", burst),
+        **latency_stats("single", single),
+    }
+
+
+async def scratch_table(url: str, create: bool) -> None:
+    """Create (or drop) the baseline's table."""
+    conn = await asyncpg.connect(url)
+    try:
+        if create:
+            await conn.execute(
+                f"DROP TABLE IF EXISTS {RAW_TABLE}; CREATE TABLE {RAW_TABLE}"
+                " (seq BIGSERIAL PRIMARY KEY, wf TEXT NOT NULL, record BYTEA NOT NULL)"
+            )
+        else:
+            await conn.execute(f"DROP TABLE IF EXISTS {RAW_TABLE}")
+    finally:
+        await conn.close()
+
+
+def roundtrips(url: str, counts: list[int], n: int, singles: int) -> tuple[list[Stats], Stats]:
+    """Each process count: actorflow, then the raw baseline; the rows and the ratios."""
+    asyncio.run(scratch_table(url, create=True))
+    rows: list[Stats] = []
+    ratios: Stats = {}
+    stamp = f"{os.getpid()}x{int(time.time())}"  # ids unique across runs on one database
+    try:
+        for procs in counts:
+            flow_stats = run_children(flow_measure, url, procs, n, singles, f"r{stamp}n{procs}")
+            flow = combined("actorflow postgresql", procs, n, flow_stats)
+            raw_stats = run_children(raw_measure, url, procs, n, singles, f"x{procs}")
+            raw = combined("raw asyncpg group commit", procs, n, raw_stats)
+            rows += [raw, flow]
+            ratios[str(procs)] = {
+                "burst_vs_raw": flow["round_trips_per_s"] / raw["round_trips_per_s"],
+                "single_p50_vs_raw": flow["single_p50_ms"] / raw["single_p50_ms"]
+                if singles
+                else None,
+            }
+    finally:
+        asyncio.run(scratch_table(url, create=False))
+    first = {row["run"]: row["round_trips_per_s"] for row in rows[:2]}
+    for row in rows:
+        row["scaling"] = row["round_trips_per_s"] / first[row["run"]]
+        row["vs_raw"] = (
+            ratios[str(row["procs"])]["burst_vs_raw"] if "actorflow" in row["run"] else None
+        )
+    return rows, ratios
+
+
+# -- failover --------------------------------------------------------------------------------
+def failover_child(url: str, index: int, n: int, lease: float, conn: Connection) -> None:
+    """One of the three runtime processes: start ``n`` instances, say ``ready``, then
+    do what the parent says: ``drive`` (send to the given instances, wait for their
+    results) or ``stop``."""
+    try:
+        asyncio.run(failover_runtime(url, index, n, lease, conn))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+async def failover_runtime(url: str, index: int, n: int, lease: float, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    async with af.Runtime(url, lease=lease, max_loaded=None) as rt:
+        await asyncio.gather(*(rt.start(parked, id=f"fo{index}-{j}") for j in range(n)))
+        conn.send(("ready", os.getpid()))
+        command, *argv = await loop.run_in_executor(None, conn.recv)
+        if command == "drive":
+            victims, killed_at, timeout = argv
+            sent: dict[str, float] = {}
+            took: dict[str, float] = {}
+            results: dict[str, list[int]] = {}
+
+            async def one(value: int, wf: str) -> None:
+                await rt.send(wf, wake, value)
+                sent[wf] = time.perf_counter() - killed_at
+                results[wf] = await rt.handle(wf).result()
+                took[wf] = time.perf_counter() - killed_at
+
+            await asyncio.wait_for(
+                asyncio.gather(*(one(v, wf) for v, wf in enumerate(victims))), timeout
+            )
+            conn.send(("done", {"sent_s": sent, "took_s": took, "results": results}))
+            command, *argv = await loop.run_in_executor(None, conn.recv)
+        assert command == "stop", command
+
+
+def failover(url: str, n: int, lease: float) -> Stats:
+    """Three runtimes; SIGKILL the first; the seconds until a survivor ran its instances."""
+    pipes = [ctx_mp.Pipe() for _ in range(3)]
+    children = [
+        ctx_mp.Process(target=failover_child, args=(url, k, n, lease, pipes[k][1]))
+        for k in range(3)
+    ]
+    for process in children:
+        process.start()
+
+    def answer(k: int, timeout: float) -> Any:
+        if not pipes[k][0].poll(timeout):
+            raise RuntimeError(f"runtime process {k} said nothing in {timeout} s")
+        kind, payload = pipes[k][0].recv()
+        if kind == "error":
+            raise RuntimeError(f"runtime process {k} failed:\n{payload}")
+        return payload
+
+    try:
+        pids = [answer(k, BARRIER_TIMEOUT) for k in range(3)]
+        victims = [f"fo0-{j}" for j in range(n)]
+        killed_at = time.perf_counter()
+        os.kill(children[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
+        pipes[1][0].send(("drive", victims, killed_at, lease * 10 + 30))
+        done = answer(1, lease * 10 + 60)
+        for k in (1, 2):
+            pipes[k][0].send(("stop",))
+        for k in (1, 2):
+            children[k].join(timeout=60)
+    finally:
+        for process in children:
+            if process.is_alive():
+                process.kill()
+            process.join()
+    took = sorted(done["took_s"].values())
+    results = done["results"]
+    owners = {pid: sum(1 for _, p in results.values() if p == pid) for pid in pids[1:]}
+    return {
+        "lease_s": lease,
+        "instances": n,
+        "first_s": took[0],
+        "p50_s": percentile(took, 50),
+        "last_s": took[-1],
+        "last_vs_lease": took[-1] / lease,
+        "within_lease_plus_1s": took[-1] <= lease + 1.0,
+        "send_returned_p50_s": percentile(sorted(done["sent_s"].values()), 50),
+        "taken_over_by": {f"survivor {k}": owners[pid] for k, pid in enumerate(pids[1:], 1)},
+        "exactly_once": all(results[wf][0] == v for v, wf in enumerate(victims)),
+    }
+
+
+# -- entry point -------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> None:
+    """What event_roundtrip.py runs when ``--db`` is a PostgreSQL URL (or ``pg``)."""
+    server = None
+    url = args.db
+    if url == "pg":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.pg_server import PgServer
+
+        server = PgServer()
+        server.start()
+        url = server.url()
+    try:
+        if args.failover:
+            n = args.n if args.n is not None else 20
+            found = failover(url, n, args.lease)
+            row = {k: v for k, v in found.items() if not isinstance(v, dict)}
+            report("pg_failover", [row], {"taken_over_by": found["taken_over_by"]}, args.json)
+            return
+        n = args.n if args.n is not None else 2000
+        counts = [int(c) for c in args.procs.split(",")]
+        rows, ratios = roundtrips(url, counts, n, args.single)
+        extra = {
+            "n_per_process": n,
+            "single_per_process": args.single,
+            "ratios": ratios,
+            **{f"burst_vs_raw_{k}": r["burst_vs_raw"] for k, r in ratios.items()},
+            **{f"single_p50_vs_raw_{k}": r["single_p50_vs_raw"] for k, r in ratios.items()},
+        }
+        report("event_roundtrip-postgresql", rows, extra, args.json)
+    finally:
+        if server is not None:
+            server.stop()
