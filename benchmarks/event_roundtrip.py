@@ -3,7 +3,8 @@
 Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
      [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--max-loaded none|N]
      [--repeat 1] [--gc-freeze] [--json PATH]
-     python benchmarks/event_roundtrip.py --db postgresql://... [--procs 1,2,4] [--failover]
+     python benchmarks/event_roundtrip.py --db postgresql://... [--procs 1,2,4]
+     [--route own,next] [--failover]
      (PostgreSQL, several runtime processes, failover: see benchmarks/pg_roundtrip.py)
 
 Three measurements, each for actorflow and for same-run baselines:
@@ -501,6 +502,12 @@ def main() -> None:
         action="store_true",
         help="PostgreSQL: SIGKILL one of three runtime "
         "processes, time the takeover of its instances",
+    )
+    parser.add_argument(
+        "--route",
+        default="own,next",
+        help="PostgreSQL: each process sends to its own instances (own), to the next "
+        "process's (next), or both",
     )
     parser.add_argument("--lease", type=float, default=2.0, help="PostgreSQL --failover: lease=")
     args = parser.parse_args()

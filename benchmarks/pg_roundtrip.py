@@ -77,9 +77,9 @@ async def parked(ctx: af.Context[None]) -> list[int]:
 
 
 def latency_stats(prefix: str, lat_ms: list[float]) -> Stats:
-    """``prefix``_p50_ms and _p99_ms of ``lat_ms`` (none if empty)."""
+    """``prefix``_p50_ms and _p99_ms of ``lat_ms`` (``None`` if empty)."""
     if not lat_ms:
-        return {}
+        return {f"{prefix}_p50_ms": None, f"{prefix}_p99_ms": None}
     return {f"{prefix}_p50_ms": percentile(lat_ms, 50), f"{prefix}_p99_ms": percentile(lat_ms, 99)}
 
 
@@ -99,16 +99,16 @@ class Barrier:
         self._barrier.abort()
 
 
-Measure = Callable[[str, int, int, Barrier, str], Coroutine[Any, Any, Stats]]
+Measure = Callable[[str, int, int, Barrier, str, str], Coroutine[Any, Any, Stats]]
 
 
 def child(
-    measure: Measure, url: str, n: int, singles: int, barrier: Any, tag: str, out: Any
+    measure: Measure, url: str, n: int, singles: int, barrier: Any, tag: str, peer: str, out: Any
 ) -> None:
     """One process of a run: ``measure``'s stats, or the error, on queue ``out``."""
     wait = Barrier(barrier)
     try:
-        stats = asyncio.run(measure(url, n, singles, wait, tag))
+        stats = asyncio.run(measure(url, n, singles, wait, tag, peer))
     except BaseException:
         wait.abort()
         out.put((tag, None, traceback.format_exc()))
@@ -116,34 +116,39 @@ def child(
         out.put((tag, stats, None))
 
 
-async def flow_measure(url: str, n: int, singles: int, barrier: Barrier, tag: str) -> Stats:
-    """One runtime process: ``n`` parked instances, a burst, then ``singles`` one by one."""
+async def flow_measure(
+    url: str, n: int, singles: int, barrier: Barrier, tag: str, peer: str
+) -> Stats:
+    """One runtime process: starts ``n`` + ``singles`` parked instances named after
+    ``tag``; then sends to those named after ``peer`` (its own, or another process's): a
+    burst, then ``singles`` one by one. Its send times and its instances' resume times
+    go to the parent, which pairs them."""
     stats: Stats = {}
     async with af.Runtime(url, max_loaded=None) as rt:
-        burst_ids = [f"{tag}b{i}" for i in range(n)]
-        single_ids = [f"{tag}s{i}" for i in range(singles)]
-        handles = await asyncio.gather(*(rt.start(roundtrip, id=i) for i in burst_ids))
-        await asyncio.gather(*(rt.start(roundtrip, id=i) for i in single_ids))
+        await asyncio.gather(*(rt.start(roundtrip, id=f"{tag}b{i}") for i in range(n)))
+        await asyncio.gather(*(rt.start(roundtrip, id=f"{tag}s{i}") for i in range(singles)))
         sent_at: dict[str, float] = {}
 
         async def send(wf: str, value: int) -> None:
             sent_at[wf] = time.perf_counter()
             await rt.send(wf, wake, value)
 
-        await barrier.wait()
+        stats["sent_burst"] = sent_at
+        burst_ids = [f"{peer}b{i}" for i in range(n)]
+        await barrier.wait()  # every process's instances are parked
         stats["burst_began"] = time.perf_counter()
         await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
-        results = await asyncio.gather(*(h.result() for h in handles))
+        results = await asyncio.gather(*(rt.handle(wf).result() for wf in burst_ids))
         stats["burst_ended"] = time.perf_counter()
         assert results == list(range(n)), "an event was lost or taken twice"
-        stats["burst_ms"] = [(resumed[i] - sent_at[i]) * 1e3 for i in burst_ids]
 
         await barrier.wait()
-        for i, wf in enumerate(single_ids):
-            await send(wf, i)
-            assert await rt.handle(wf).result() == i
-        stats["single_ms"] = [(resumed[i] - sent_at[i]) * 1e3 for i in single_ids]
+        stats["sent_single"] = sent_at = {}
+        for i in range(singles):
+            await send(f"{peer}s{i}", i)
+            assert await rt.handle(f"{peer}s{i}").result() == i
         await barrier.wait()  # nobody closes (a burst of checkpoints) while others measure
+        stats["resumed"] = dict(resumed)
     return stats
 
 
@@ -186,9 +191,11 @@ class RawGroupCommit:
         await asyncio.gather(self._task, return_exceptions=True)
 
 
-async def raw_measure(url: str, n: int, singles: int, barrier: Barrier, tag: str) -> Stats:
+async def raw_measure(
+    url: str, n: int, singles: int, barrier: Barrier, tag: str, peer: str
+) -> Stats:
     """One baseline process: ``n`` parked futures, a burst, then ``singles`` one by one,
-    each woken once its event's row is committed."""
+    each woken once its event's row is committed (``peer``: unused, all is local)."""
     conn = await asyncpg.connect(url)
     log = RawGroupCommit(conn)
     stats: Stats = {}
@@ -237,14 +244,27 @@ async def raw_phase(log: RawGroupCommit, phase: str, count: int, prefix: str) ->
 
 
 def run_children(
-    measure: Measure, url: str, procs: int, n: int, singles: int, tag: str
+    measure: Measure, url: str, procs: int, n: int, singles: int, tag: str, shift: int = 0
 ) -> list[Stats]:
-    """``procs`` processes of ``measure``, started together; their stats (raises with
-    the first child's error if one failed)."""
+    """``procs`` processes of ``measure``, started together, process k sending to the
+    instances of process k + ``shift`` (modulo ``procs``); their stats (raises with the
+    children's errors if one failed)."""
     barrier = ctx_mp.Barrier(procs, timeout=BARRIER_TIMEOUT)
     out = ctx_mp.Queue()
     children = [
-        ctx_mp.Process(target=child, args=(measure, url, n, singles, barrier, f"{tag}p{k}", out))
+        ctx_mp.Process(
+            target=child,
+            args=(
+                measure,
+                url,
+                n,
+                singles,
+                barrier,
+                f"{tag}p{k}",
+                f"{tag}p{(k + shift) % procs}",
+                out,
+            ),
+        )
         for k in range(procs)
     ]
     for process in children:
@@ -266,6 +286,18 @@ def run_children(
                 process.join()
     if errors:
         raise RuntimeError(f"{len(errors)} of {procs} processes failed:\n" + "\n".join(errors))
+    return found
+
+
+def paired(found: list[Stats]) -> list[Stats]:
+    """Runtime processes' stats with their latencies: each send's time paired with the
+    time its instance resumed, in whichever process owns it (``perf_counter`` is the
+    machine's monotonic clock, the same in every process)."""
+    resumed = {wf: at for stats in found for wf, at in stats["resumed"].items()}
+    for stats in found:
+        for phase in ("burst", "single"):
+            sent = stats[f"sent_{phase}"]
+            stats[f"{phase}_ms"] = [(resumed[wf] - at) * 1e3 for wf, at in sent.items()]
     return found
 
 
@@ -300,34 +332,48 @@ async def scratch_table(url: str, create: bool) -> None:
         await conn.close()
 
 
-def roundtrips(url: str, counts: list[int], n: int, singles: int) -> tuple[list[Stats], Stats]:
-    """Each process count: actorflow, then the raw baseline; the rows and the ratios."""
+RAW, OWN, NEXT = (
+    "raw asyncpg group commit",
+    "actorflow, own instances",
+    "actorflow, next process's",
+)
+
+
+def roundtrips(url: str, counts: list[int], n: int, singles: int, routes: list[str]) -> list[Stats]:
+    """Each process count: the raw baseline, then actorflow with each process sending to
+    its own instances (``own`` in ``routes``) and to the next process's (``next``, with
+    2 processes or more: every send goes to another runtime, through the inbox); a row
+    each, with its ratios to the baseline of its process count and to itself at the
+    first count (``scaling``)."""
     asyncio.run(scratch_table(url, create=True))
     rows: list[Stats] = []
-    ratios: Stats = {}
     stamp = f"{os.getpid()}x{int(time.time())}"  # ids unique across runs on one database
     try:
         for procs in counts:
-            flow_stats = run_children(flow_measure, url, procs, n, singles, f"r{stamp}n{procs}")
-            flow = combined("actorflow postgresql", procs, n, flow_stats)
-            raw_stats = run_children(raw_measure, url, procs, n, singles, f"x{procs}")
-            raw = combined("raw asyncpg group commit", procs, n, raw_stats)
-            rows += [raw, flow]
-            ratios[str(procs)] = {
-                "burst_vs_raw": flow["round_trips_per_s"] / raw["round_trips_per_s"],
-                "single_p50_vs_raw": flow["single_p50_ms"] / raw["single_p50_ms"]
-                if singles
-                else None,
-            }
+            raw = combined(RAW, procs, n, run_children(raw_measure, url, procs, n, singles, "x"))
+            rows.append(raw)
+            for route, shift, name in (("own", 0, OWN), ("next", 1, NEXT)):
+                if route not in routes or (shift and procs == 1):
+                    continue
+                tag = f"{route[0]}{stamp}n{procs}"
+                found = paired(run_children(flow_measure, url, procs, n, singles, tag, shift))
+                flow = combined(name, procs, n, found)
+                flow["vs_raw"] = flow["round_trips_per_s"] / raw["round_trips_per_s"]
+                flow["single_p50_vs_raw"] = (
+                    flow["single_p50_ms"] / raw["single_p50_ms"] if singles else None
+                )
+                rows.append(flow)
     finally:
         asyncio.run(scratch_table(url, create=False))
-    first = {row["run"]: row["round_trips_per_s"] for row in rows[:2]}
+    first: dict[str, float] = {}
     for row in rows:
+        row.setdefault("vs_raw", None)
+        row.setdefault("single_p50_vs_raw", None)
+        # next process's at 1 process is its own: scale it against own instances there
+        if row["run"] not in first:
+            first[row["run"]] = first.get(OWN) or row["round_trips_per_s"]
         row["scaling"] = row["round_trips_per_s"] / first[row["run"]]
-        row["vs_raw"] = (
-            ratios[str(row["procs"])]["burst_vs_raw"] if "actorflow" in row["run"] else None
-        )
-    return rows, ratios
+    return rows
 
 
 # -- failover --------------------------------------------------------------------------------
@@ -439,13 +485,11 @@ def run(args: argparse.Namespace) -> None:
             return
         n = args.n if args.n is not None else 2000
         counts = [int(c) for c in args.procs.split(",")]
-        rows, ratios = roundtrips(url, counts, n, args.single)
+        rows = roundtrips(url, counts, n, args.single, args.route.split(","))
         extra = {
             "n_per_process": n,
             "single_per_process": args.single,
-            "ratios": ratios,
-            **{f"burst_vs_raw_{k}": r["burst_vs_raw"] for k, r in ratios.items()},
-            **{f"single_p50_vs_raw_{k}": r["single_p50_vs_raw"] for k, r in ratios.items()},
+            "server": "throwaway, fsync off" if server is not None else "given by --db",
         }
         report("event_roundtrip-postgresql", rows, extra, args.json)
     finally:
