@@ -2,9 +2,9 @@
 raw asyncpg, and the failover time after SIGKILL of one of three processes.
 
 Run: python benchmarks/event_roundtrip.py --db postgresql://... [--procs 1,2,4]
-       [--n 2000] [--single 100] [--json PATH]
+       [--route own,next] [--n 2000] [--single 300] [--repeat 1] [--json PATH]
      python benchmarks/event_roundtrip.py --db postgresql://... --failover
-       [--lease 2.0] [--n 20] [--json PATH]
+       [--lease 2.0] [--n 20] [--repeat 1] [--json PATH]
 
 ``--db pg`` starts a throwaway server instead (tests/pg_server.py: PostgreSQL 15's
 initdb; its ``fsync`` is off, so the numbers are the clients' and the round trips',
@@ -13,16 +13,20 @@ not the disk's).
 Round trips, for each process count N (a run of its own, fresh processes): each of
 the N processes opens ``af.Runtime(url)`` and starts its own ``--n`` instances, each
 parked on ``ctx.wait_event``; the processes wait at a barrier, then each measures, as
-event_roundtrip.py does, a burst (all its events sent at once, until every result is
-out: round trips/s over all processes from the first send to the last result,
-send-to-resume p50/p99) and, after a second barrier, single events (one at a time per
-process, send then result; ``--single`` of them). The same-run baseline: N processes
-of raw asyncpg with the same batching, a group commit (what one loop turn queued goes
-in one ``INSERT ... SELECT FROM unnest(...)`` of one row per event, one transaction,
-then each event's future is resolved: commit = round trip), started at a barrier
-too. ``burst_vs_raw`` is actorflow's round trips/s over the baseline's (higher is
-better), ``single_p50_vs_raw`` actorflow's single p50 over the baseline's (lower is
-better); ``scaling`` is round trips/s at N over those at 1 process.
+event_roundtrip.py does, a burst (``--n`` events sent at once, each awaited until its
+result is out: round trips/s over all processes from the first send to the last
+result; send-to-resume p50/p99) and, after a second barrier, single events (one at a
+time per process, send then result; ``--single`` of them). Each process sends to its
+own instances (route ``own``) and, in a run of its own with 2 processes or more, to
+the next process's (``next``: every send goes to another runtime). The same-run
+baseline: N processes of raw asyncpg with the same batching, a group commit (what one
+loop turn queued goes in one ``INSERT ... SELECT FROM unnest(...)`` of one row per
+event, one transaction, then each event's future is resolved: commit = round trip),
+started at a barrier too. Per row: ``vs_raw``, round trips/s over the baseline's of
+the same process count (higher is better); ``single_p50_vs_raw``, single p50 over the
+baseline's (lower is better); ``scaling``, round trips/s over the same run's at the
+first process count. With ``--repeat K`` the table shows the last round and each
+ratio's median over the rounds is beside it (``*_median``).
 
 Failover (``--failover``): three runtime processes with ``lease=--lease`` each start
 ``--n`` instances parked on an event; the first is killed (SIGKILL); at once one of
@@ -40,6 +44,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -377,20 +382,21 @@ def roundtrips(url: str, counts: list[int], n: int, singles: int, routes: list[s
 
 
 # -- failover --------------------------------------------------------------------------------
-def failover_child(url: str, index: int, n: int, lease: float, conn: Connection) -> None:
+def failover_child(url: str, name: str, n: int, lease: float, conn: Connection) -> None:
     """One of the three runtime processes: start ``n`` instances, say ``ready``, then
     do what the parent says: ``drive`` (send to the given instances, wait for their
     results) or ``stop``."""
     try:
-        asyncio.run(failover_runtime(url, index, n, lease, conn))
+        asyncio.run(failover_runtime(url, name, n, lease, conn))
     except BaseException:
         conn.send(("error", traceback.format_exc()))
 
 
-async def failover_runtime(url: str, index: int, n: int, lease: float, conn: Connection) -> None:
+async def failover_runtime(url: str, name: str, n: int, lease: float, conn: Connection) -> None:
+    """:func:`failover_child`'s runtime: its instances are ``{name}i0``, ``{name}i1``..."""
     loop = asyncio.get_running_loop()
     async with af.Runtime(url, lease=lease, max_loaded=None) as rt:
-        await asyncio.gather(*(rt.start(parked, id=f"fo{index}-{j}") for j in range(n)))
+        await asyncio.gather(*(rt.start(parked, id=f"{name}i{j}") for j in range(n)))
         conn.send(("ready", os.getpid()))
         command, *argv = await loop.run_in_executor(None, conn.recv)
         if command == "drive":
@@ -413,11 +419,13 @@ async def failover_runtime(url: str, index: int, n: int, lease: float, conn: Con
         assert command == "stop", command
 
 
-def failover(url: str, n: int, lease: float) -> Stats:
-    """Three runtimes; SIGKILL the first; the seconds until a survivor ran its instances."""
+def failover(url: str, n: int, lease: float, prefix: str) -> Stats:
+    """Three runtimes; SIGKILL the first; the seconds until a survivor ran its instances
+    (their ids begin with ``prefix``)."""
+    prefix = f"{prefix}x{os.getpid()}x{int(time.time())}"
     pipes = [ctx_mp.Pipe() for _ in range(3)]
     children = [
-        ctx_mp.Process(target=failover_child, args=(url, k, n, lease, pipes[k][1]))
+        ctx_mp.Process(target=failover_child, args=(url, f"{prefix}p{k}", n, lease, pipes[k][1]))
         for k in range(3)
     ]
     for process in children:
@@ -433,7 +441,7 @@ def failover(url: str, n: int, lease: float) -> Stats:
 
     try:
         pids = [answer(k, BARRIER_TIMEOUT) for k in range(3)]
-        victims = [f"fo0-{j}" for j in range(n)]
+        victims = [f"{prefix}p0i{j}" for j in range(n)]
         killed_at = time.perf_counter()
         os.kill(children[0].pid, signal.SIGKILL)  # type: ignore[arg-type]
         pipes[1][0].send(("drive", victims, killed_at, lease * 10 + 30))
@@ -477,19 +485,34 @@ def run(args: argparse.Namespace) -> None:
         server.start()
         url = server.url()
     try:
+        where = "throwaway, fsync off" if server is not None else "given by --db"
         if args.failover:
             n = args.n if args.n is not None else 20
-            found = failover(url, n, args.lease)
-            row = {k: v for k, v in found.items() if not isinstance(v, dict)}
-            report("pg_failover", [row], {"taken_over_by": found["taken_over_by"]}, args.json)
+            found = [failover(url, n, args.lease, f"f{k}") for k in range(args.repeat)]
+            rows = [{k: v for k, v in f.items() if not isinstance(v, dict)} for f in found]
+            extra = {
+                "last_s_median": statistics.median(f["last_s"] for f in found),
+                "taken_over_by": [f["taken_over_by"] for f in found],
+                "server": where,
+            }
+            report("pg_failover", rows, extra, args.json)
             return
         n = args.n if args.n is not None else 2000
         counts = [int(c) for c in args.procs.split(",")]
-        rows = roundtrips(url, counts, n, args.single, args.route.split(","))
+        rounds = [
+            roundtrips(url, counts, n, args.single, args.route.split(","))
+            for _ in range(args.repeat)
+        ]
+        rows = rounds[-1]  # the table shows the last round; the ratios' medians are beside
+        for i, row in enumerate(rows):
+            for key in ("vs_raw", "single_p50_vs_raw", "scaling"):
+                values = [r[i][key] for r in rounds if r[i][key] is not None]
+                row[f"{key}_median"] = statistics.median(values) if values else None
         extra = {
             "n_per_process": n,
             "single_per_process": args.single,
-            "server": "throwaway, fsync off" if server is not None else "given by --db",
+            "rounds": len(rounds),
+            "server": where,
         }
         report("event_roundtrip-postgresql", rows, extra, args.json)
     finally:
