@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -48,7 +49,9 @@ import statistics
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+import urllib.parse
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,7 @@ import msgspec
 from _common import percentile, report
 
 import actorflow as af
+from actorflow.store.url import redact
 
 wake = af.Event("bench.pg.wake", int)
 resumed: dict[str, float] = {}  # workflow id -> when it resumed (a probe, not durable)
@@ -484,6 +488,34 @@ def failover(url: str, n: int, lease: float, prefix: str) -> Stats:
 
 
 # -- entry point -------------------------------------------------------------------------------
+@contextlib.contextmanager
+def scratch_database(url: str) -> Iterator[str]:
+    """A fresh database on ``url``'s server for one invocation (dropped at the end), so
+    that no instance of an earlier run is taken over meanwhile; ``url`` itself if this
+    user may not create databases."""
+    name = f"actorflow_bench_{uuid.uuid4().hex[:12]}"
+    parts = urllib.parse.urlsplit(url)
+    fresh = urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(url)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f"CREATE DATABASE {name}"))
+    except asyncpg.InsufficientPrivilegeError:
+        print(f"cannot create a scratch database: running in {redact(url)} itself")
+        yield url
+        return
+    try:
+        yield fresh
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
 def run(args: argparse.Namespace) -> None:
     """What event_roundtrip.py runs when ``--db`` is a PostgreSQL URL (or ``pg``)."""
     server = None
@@ -496,36 +528,46 @@ def run(args: argparse.Namespace) -> None:
         server.start()
         url = server.url()
     try:
-        where = "throwaway, fsync off" if server is not None else "given by --db"
-        if args.failover:
-            n = args.n if args.n is not None else 20
-            found = [failover(url, n, args.lease, f"f{k}") for k in range(args.repeat)]
-            rows = [{k: v for k, v in f.items() if not isinstance(v, dict)} for f in found]
-            extra = {
-                "last_s_median": statistics.median(f["last_s"] for f in found),
-                "taken_over_by": [f["taken_over_by"] for f in found],
-                "server": where,
-            }
-            report("pg_failover", rows, extra, args.json)
-            return
-        n = args.n if args.n is not None else 2000
-        counts = [int(c) for c in args.procs.split(",")]
-        rounds = [
-            roundtrips(url, counts, n, args.single, args.route.split(","))
-            for _ in range(args.repeat)
-        ]
-        rows = rounds[-1]  # the table shows the last round; the ratios' medians are beside
-        for i, row in enumerate(rows):
-            for key in ("vs_raw", "single_p50_vs_raw", "scaling"):
-                values = [r[i][key] for r in rounds if r[i][key] is not None]
-                row[f"{key}_median"] = statistics.median(values) if values else None
-        extra = {
-            "n_per_process": n,
-            "single_per_process": args.single,
-            "rounds": len(rounds),
-            "server": where,
-        }
-        report("event_roundtrip-postgresql", rows, extra, args.json)
+        measure(args, url, server is not None)
     finally:
         if server is not None:
             server.stop()
+
+
+def measure(args: argparse.Namespace, url: str, throwaway: bool) -> None:
+    """Round trips or, with ``--failover``, the failover, each round in a scratch
+    database on ``url``'s server."""
+    where = "throwaway, fsync off" if throwaway else "a scratch database on --db's server"
+    if args.failover:
+        n = args.n if args.n is not None else 20
+        found = []
+        for k in range(args.repeat):
+            with scratch_database(url) as scratch:
+                found.append(failover(scratch, n, args.lease, f"f{k}"))
+        rows = [{k: v for k, v in f.items() if not isinstance(v, dict)} for f in found]
+        extra = {
+            "last_s_median": statistics.median(f["last_s"] for f in found),
+            "taken_over_by": [f["taken_over_by"] for f in found],
+            "server": where,
+        }
+        report("pg_failover", rows, extra, args.json)
+        return
+    n = args.n if args.n is not None else 2000
+    counts = [int(c) for c in args.procs.split(",")]
+    with scratch_database(url) as scratch:
+        rounds = [
+            roundtrips(scratch, counts, n, args.single, args.route.split(","))
+            for _ in range(args.repeat)
+        ]
+    rows = rounds[-1]  # the table shows the last round; the ratios' medians are beside
+    for i, row in enumerate(rows):
+        for key in ("vs_raw", "single_p50_vs_raw", "scaling"):
+            values = [r[i][key] for r in rounds if r[i][key] is not None]
+            row[f"{key}_median"] = statistics.median(values) if values else None
+    extra = {
+        "n_per_process": n,
+        "single_per_process": args.single,
+        "rounds": len(rounds),
+        "server": where,
+    }
+    report("event_roundtrip-postgresql", rows, extra, args.json)
