@@ -18,7 +18,9 @@ result is out: round trips/s over all processes from the first send to the last
 result; send-to-resume p50/p99) and, after a second barrier, single events (one at a
 time per process, send then result; ``--single`` of them). Each process sends to its
 own instances (route ``own``) and, in a run of its own with 2 processes or more, to
-the next process's (``next``: every send goes to another runtime). The same-run
+the next process's (``next``: every send goes to another runtime; at most
+:data:`IN_FLIGHT` round trips in flight per process, the burst's sends otherwise
+starve the lease renewal). The same-run
 baseline: N processes of raw asyncpg with the same batching, a group commit (what one
 loop turn queued goes in one ``INSERT ... SELECT FROM unnest(...)`` of one row per
 event, one transaction, then each event's future is resolved: commit = round trip),
@@ -71,6 +73,11 @@ BARRIER_TIMEOUT = 300.0
 START_CHUNK = 100
 """Instances started at once: each start is a transaction of its own on the runtime's
 pool, and thousands queued there at once keep its lease from being renewed in time."""
+IN_FLIGHT = 50
+"""Round trips in flight at once per process when the instances are another process's
+(each send and result a few reads and a transaction on the pool): with hundreds queued
+there, the lease renewal waits behind them past the lease and the runtime is taken
+over while alive."""
 ctx_mp = multiprocessing.get_context("fork")  # the children inherit the registered workflows
 
 
@@ -154,8 +161,18 @@ async def flow_measure(
         burst_ids = [f"{peer}b{i}" for i in range(n)]
         await barrier.wait()  # every process's instances are parked
         stats["burst_began"] = time.perf_counter()
-        await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
-        results = await asyncio.gather(*(rt.handle(wf).result() for wf in burst_ids))
+        if peer == tag:
+            await asyncio.gather(*(send(wf, i) for i, wf in enumerate(burst_ids)))
+            results = await asyncio.gather(*(rt.handle(wf).result() for wf in burst_ids))
+        else:
+            in_flight = asyncio.Semaphore(IN_FLIGHT)
+
+            async def trip(wf: str, value: int) -> int:
+                async with in_flight:
+                    await send(wf, value)
+                    return int(await rt.handle(wf).result())
+
+            results = await asyncio.gather(*(trip(wf, i) for i, wf in enumerate(burst_ids)))
         stats["burst_ended"] = time.perf_counter()
         assert results == list(range(n)), "an event was lost or taken twice"
 
@@ -355,7 +372,7 @@ async def scratch_table(url: str, create: bool) -> None:
 RAW, OWN, NEXT = (
     "raw asyncpg group commit",
     "actorflow, own instances",
-    "actorflow, next process's",
+    f"actorflow, next process's ({IN_FLIGHT} in flight)",
 )
 
 

@@ -137,7 +137,7 @@ def test_event_roundtrip_postgresql_smoke(tmp_path: Path, pg_url: str) -> None:
         ("actorflow, own instances", 1, 30),
         ("raw asyncpg group commit", 2, 60),
         ("actorflow, own instances", 2, 60),
-        ("actorflow, next process's", 2, 60),
+        ("actorflow, next process's (50 in flight)", 2, 60),
     ]
     for row in rows:
         for key in ("round_trips_per_s", "burst_p50_ms", "single_p50_ms", "scaling"):
