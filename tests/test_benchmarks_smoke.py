@@ -161,6 +161,7 @@ def test_event_roundtrip_postgresql_failover_smoke(tmp_path: Path, pg_url: str) 
     row = rows[0]
     assert row["lease_s"] == 1.0 and row["instances"] == 5
     assert row["exactly_once"] is True
+    assert 0 < row["taken_over_s"] <= row["last_s"]
     assert 0 < row["first_s"] <= row["p50_s"] <= row["last_s"]
     assert positive(row["last_vs_lease"]) and positive(row["send_returned_p50_s"])
     taken = found["taken_over_by"]
