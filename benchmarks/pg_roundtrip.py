@@ -19,8 +19,7 @@ result; send-to-resume p50/p99) and, after a second barrier, single events (one 
 time per process, send then result; ``--single`` of them). Each process sends to its
 own instances (route ``own``) and, in a run of its own with 2 processes or more, to
 the next process's (``next``: every send goes to another runtime; at most
-:data:`IN_FLIGHT` round trips in flight per process, the burst's sends otherwise
-starve the lease renewal). The same-run
+:data:`IN_FLIGHT` round trips in flight per process). The same-run
 baseline: N processes of raw asyncpg with the same batching, a group commit (what one
 loop turn queued goes in one ``INSERT ... SELECT FROM unnest(...)`` of one row per
 event, one transaction, then each event's future is resolved: commit = round trip),
@@ -74,13 +73,13 @@ Stats = dict[str, Any]
 RAW_TABLE = "public.bench_roundtrip_raw"
 BARRIER_TIMEOUT = 300.0
 START_CHUNK = 100
-"""Instances started at once: each start is a transaction of its own on the runtime's
-pool, and thousands queued there at once keep its lease from being renewed in time."""
+"""Instances started at once (each start is a transaction of its own on the runtime's
+pool of 4 connections: thousands at once only queue there)."""
 IN_FLIGHT = 50
-"""Round trips in flight at once per process when the instances are another process's
-(each send and result a few reads and a transaction on the pool): with hundreds queued
-there, the lease renewal waits behind them past the lease and the runtime is taken
-over while alive."""
+"""Round trips in flight at once per process when the instances are another process's:
+each send and result is a few reads and a transaction on the pool, and the owner's
+verdict, one request after the other; a bounded number in flight gives latencies of
+the path rather than of a queue thousands long (the throughput is the same)."""
 ctx_mp = multiprocessing.get_context("fork")  # the children inherit the registered workflows
 
 
