@@ -129,13 +129,26 @@ class Barrier:
 Measure = Callable[[str, int, int, Barrier, str, str], Coroutine[Any, Any, Stats]]
 
 
+def dump_tasks() -> None:
+    """Print every task's stack to stderr (``kill -USR1`` a child that seems stuck)."""
+    for task in asyncio.all_tasks():
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def debuggable(work: Coroutine[Any, Any, Stats]) -> Stats:
+    """``work``, with :func:`dump_tasks` on SIGUSR1."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+    return await work
+
+
 def child(
     measure: Measure, url: str, n: int, singles: int, barrier: Any, tag: str, peer: str, out: Any
 ) -> None:
     """One process of a run: ``measure``'s stats, or the error, on queue ``out``."""
     wait = Barrier(barrier)
     try:
-        stats = asyncio.run(measure(url, n, singles, wait, tag, peer))
+        stats = asyncio.run(debuggable(measure(url, n, singles, wait, tag, peer)))
     except BaseException:
         wait.abort()
         out.put((tag, None, traceback.format_exc()))
