@@ -3,6 +3,9 @@
 Run: python benchmarks/event_roundtrip.py [--n 10000] [--durability normal|full]
      [--loop asyncio|uvloop] [--steady 0.5] [--single 300] [--max-loaded none|N]
      [--repeat 1] [--gc-freeze] [--json PATH]
+     python benchmarks/event_roundtrip.py --db postgresql://... [--procs 1,2,4]
+     [--route own,next] [--failover]
+     (PostgreSQL, several runtime processes, failover: see benchmarks/pg_roundtrip.py)
 
 Three measurements, each for actorflow and for same-run baselines:
 
@@ -461,7 +464,13 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument(
+        "--n",
+        type=int,
+        default=None,
+        help="instances (default 10,000; on PostgreSQL: per "
+        "process, 2,000; with --failover, 20 per process)",
+    )
     parser.add_argument("--durability", default="normal", choices=["normal", "full"])
     parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
     parser.add_argument("--steady", type=float, default=0.5, help="fraction of burst rate")
@@ -481,7 +490,34 @@ def main() -> None:
     )
     parser.add_argument("--repeat", type=int, default=1, help="rounds; the ratios are their median")
     parser.add_argument("--json", "--out", dest="json", default=None)
+    parser.add_argument(
+        "--db",
+        default=None,
+        help="a postgresql:// URL, or 'pg' for a throwaway server: "
+        "run benchmarks/pg_roundtrip.py's measurements instead (SQLite without it)",
+    )
+    parser.add_argument("--procs", default="1,2,4", help="PostgreSQL: runtime process counts")
+    parser.add_argument(
+        "--failover",
+        action="store_true",
+        help="PostgreSQL: SIGKILL one of three runtime "
+        "processes, time the takeover of its instances",
+    )
+    parser.add_argument(
+        "--route",
+        default="own,next",
+        help="PostgreSQL: each process sends to its own instances (own), to the next "
+        "process's (next), or both",
+    )
+    parser.add_argument("--lease", type=float, default=2.0, help="PostgreSQL --failover: lease=")
     args = parser.parse_args()
+    if args.db is not None:
+        import pg_roundtrip
+
+        pg_roundtrip.run(args)
+        return
+    if args.n is None:
+        args.n = 10_000
     count_checkpoints()
     if args.loop == "uvloop":
         import uvloop

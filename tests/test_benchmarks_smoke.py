@@ -123,3 +123,47 @@ def test_long_conversation_smoke(tmp_path: Path) -> None:
         for key in ("us_per_message", "rss_mb", "gc_objects", "file_kb", "us_per_message_ratio"):
             assert positive(row[key]), (row["messages"], key, row[key])
     assert set(found["flat_within_1.5x"]) == {"us_per_message", "rss_mb", "gc_objects", "file_kb"}  # type: ignore[arg-type]
+
+
+def test_event_roundtrip_postgresql_smoke(tmp_path: Path, pg_url: str) -> None:
+    found = run_benchmark(
+        "event_roundtrip.py", tmp_path / "pg.json", "--db", pg_url, "--procs", "1,2",
+        "--n", "30", "--single", "5",
+    )  # fmt: skip
+    rows = found["rows"]
+    assert isinstance(rows, list)
+    assert [(r["run"], r["procs"], r["round_trips"]) for r in rows] == [
+        ("raw asyncpg group commit", 1, 30),
+        ("actorflow, own instances", 1, 30),
+        ("raw asyncpg group commit", 2, 60),
+        ("actorflow, own instances", 2, 60),
+        ("actorflow, next process's (50 in flight)", 2, 60),
+    ]
+    for row in rows:
+        for key in ("round_trips_per_s", "burst_p50_ms", "single_p50_ms", "scaling"):
+            assert positive(row[key]), (row["run"], key, row[key])
+        assert row["burst_p50_ms"] <= row["burst_p99_ms"]
+        assert row["single_p50_ms"] <= row["single_p99_ms"]
+        flow = row["run"].startswith("actorflow")
+        assert (row["vs_raw"] is not None) == (row["starts_per_s"] is not None) == flow
+        if flow:
+            assert positive(row["vs_raw"]) and positive(row["single_p50_vs_raw"])
+    assert found["n_per_process"] == 30
+
+
+def test_event_roundtrip_postgresql_failover_smoke(tmp_path: Path, pg_url: str) -> None:
+    found = run_benchmark(
+        "event_roundtrip.py", tmp_path / "fo.json", "--db", pg_url, "--failover",
+        "--lease", "1.0", "--n", "5",
+    )  # fmt: skip
+    rows = found["rows"]
+    assert isinstance(rows, list) and len(rows) == 1
+    row = rows[0]
+    assert row["lease_s"] == 1.0 and row["instances"] == 5
+    assert row["exactly_once"] is True
+    assert 0 < row["taken_over_s"] <= row["last_s"]
+    assert 0 < row["first_s"] <= row["p50_s"] <= row["last_s"]
+    assert positive(row["last_vs_lease"]) and positive(row["send_returned_p50_s"])
+    taken = found["taken_over_by"]
+    assert isinstance(taken, list) and len(taken) == 1
+    assert sorted(taken[0]) == ["survivor 1", "survivor 2"] and sum(taken[0].values()) == 5
