@@ -258,6 +258,7 @@ class PostgresStore:
         self._early: dict[int, str] = {}  # verdicts heard before :meth:`decided` was called
         self._lost: pg_cluster.LeaseLost | None = None
         self._gone_since: dict[str, float] = {}  # runtimes whose session was seen lost
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.label!r})"
@@ -472,7 +473,7 @@ class PostgresStore:
         # A connection of its own: reads and starts queued on the pool never delay it.
         conn: asyncpg.Connection | None = None
         try:
-            while self._pool is not None:
+            while self._pool is not None and not self._closing:
                 tried = False
                 try:
                     if conn is None or conn.is_closed():
@@ -501,7 +502,8 @@ class PostgresStore:
                 self._keeper_bell.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._keeper_bell.wait(), wait)
-                    await self._take_over_now([])
+                    if not self._closing:
+                        await self._take_over_now([])
         finally:
             if conn is not None:
                 with contextlib.suppress(*_DRIVER_ERRORS):
@@ -1178,6 +1180,10 @@ class PostgresStore:
         over), stop listening, close the connections (idempotent)."""
         keeper, self._keeper = self._keeper, None
         if keeper is not None:
+            # The flag ends it even when Python 3.11's wait_for swallows the cancel (the
+            # bell rang at the same moment).
+            self._closing = True
+            self._keeper_bell.set()
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
