@@ -913,34 +913,13 @@ class PostgresStore:
         """Instance ``instance_id`` as committed by whichever runtime runs it (its base,
         journal and its owner's log, folded), if it exists."""
         with self._failing("could not read"):
-            async with (
-                self.pool.acquire() as conn,
-                conn.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                owner = await conn.fetchrow(
-                    "SELECT owner FROM instances WHERE id = $1", instance_id
-                )
-                base = await conn.fetchval("SELECT snapshot FROM bases WHERE id = $1", instance_id)
-                if owner is None or base is None:
-                    return None
-                tail = [
-                    r[0]
-                    for r in await conn.fetch(
-                        "SELECT records FROM journal WHERE wf = $1 ORDER BY seq", instance_id
-                    )
-                ]
-                log = await conn.fetch(
-                    "SELECT record FROM wal WHERE (owner = $1 OR NOT EXISTS"
-                    " (SELECT 1 FROM runtimes WHERE id = wal.owner))"
-                    " AND (wfs IS NULL OR $2 = ANY(wfs)) ORDER BY seq",
-                    owner[0],
-                    instance_id,
-                )
-            found = {instance_id: layout.restore(base, tail)}
-            fold(
-                found,
-                (r for (blob,) in log for r in BATCH_DECODER.decode(blob) if r.wf == instance_id),
-            )
+            rows = await self.pool.fetch(_READ_ONE, instance_id)
+            if not rows or rows[0][0] != 0:
+                return None  # no base: no such instance
+            tail = [blob for part, blob, _ in rows if part == 1]
+            found = {instance_id: layout.restore(rows[0][1], tail)}
+            log = (blob for part, blob, _ in rows if part == 2)
+            fold(found, (r for b in log for r in BATCH_DECODER.decode(b) if r.wf == instance_id))
             return found[instance_id]
 
     async def located(self, instance_id: str) -> str | None:
@@ -1227,6 +1206,16 @@ _INBOX_INSERT = (
     " coalesce((SELECT owner FROM instances WHERE id = q.target), '')) FROM q"
 )
 """Put a request in the inbox, addressed, and ring its owner (everyone's, if none)."""
+_READ_ONE = (
+    "SELECT 0, snapshot, 0::bigint AS seq FROM bases WHERE id = $1"
+    " UNION ALL SELECT 1, records, seq FROM journal WHERE wf = $1"
+    " UNION ALL SELECT 2, record, seq FROM wal"
+    " WHERE owner = (SELECT owner FROM instances WHERE id = $1) AND (wfs IS NULL OR $1 = ANY(wfs))"
+    " ORDER BY 1, 3"
+)
+"""One instance as committed, in one statement (one snapshot, one round trip): its base,
+journal rows and the rows of its owner's log that name it (only its owner writes for it:
+a takeover folds the dead owner's rows as it claims the instance)."""
 _VERDICT_NOTIFY = (
     "SELECT pg_notify({events}, 'decided:' || v.origin || ' ' || v.seq || ' ' || v.status)"
     " FROM v WHERE v.origin IS NOT NULL"
